@@ -1,0 +1,3 @@
+from nlaprobe.cli import main
+
+raise SystemExit(main())

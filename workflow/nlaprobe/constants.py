@@ -1,0 +1,55 @@
+"""Names shared by every writer and reader: columns, sidecar keys, file names, path patterns.
+
+One place, so a stage that writes a column and a stage that reads it cannot drift apart.
+"""
+
+SCHEMA_VERSION = 1
+
+# --- corpus shards: results/corpus/corpus-<tag>/{split}/shard-{shard}.parquet
+COL_DOC_ID = "doc_id"
+COL_DOC_IDX = "doc_idx"
+COL_TEXT = "text"
+COL_TOPIC = "topic"  # optional: the built-in corpus names the document's topic
+CORPUS_COLUMNS = (COL_DOC_ID, COL_DOC_IDX, COL_TEXT)
+
+# --- activation shards (stage-0 schema of the release, SPEC §4.3, plus char_end)
+COL_N_RAW_TOKENS = "n_raw_tokens"
+COL_DETOK = "detokenized_text_truncated"
+COL_VECTOR = "activation_vector"
+COL_LAYER = "activation_layer"
+COL_CHAR_END = "char_end"
+COL_POSITION = "position"  # token index of the extraction token (= n_raw_tokens - 1)
+COL_ALIGN_ERR = "align_error_chars"  # |char_end of own token - primary char_end|, aligned families
+ACTIVATION_COLUMNS = (
+    COL_DOC_ID,
+    COL_N_RAW_TOKENS,
+    COL_DETOK,
+    COL_VECTOR,
+    COL_LAYER,
+    COL_CHAR_END,
+)
+
+
+def layer_column(layer: int) -> str:
+    """Column holding the vectors of an additional layer (the primary layer uses COL_VECTOR)."""
+    return f"{COL_VECTOR}_L{layer}"
+
+
+# --- positions shards (primary family): (doc_id, char_end)
+POSITIONS_COLUMNS = (COL_DOC_ID, COL_CHAR_END)
+
+# --- sidecars
+SIDECAR_NAME = "nla_meta.yaml"  # checkpoint directories
+DATASET_SIDECAR_SUFFIX = ".nla_meta.yaml"  # next to a parquet shard: shard-00000.nla_meta.yaml
+KIND_MODEL = "nla_model"
+KIND_DATASET = "nla_dataset"
+VALUE_HEAD_FILE = "value_head.safetensors"
+VALUE_HEAD_KEY = "weight"
+
+# --- path conventions
+SHARD_DIGITS = 5
+TAG_LENGTH = 10
+
+
+def shard_name(shard: int) -> str:
+    return f"{shard:0{SHARD_DIGITS}d}"

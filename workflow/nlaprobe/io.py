@@ -1,0 +1,134 @@
+"""File I/O with the project's invariants: atomic writes (temp name, then rename), parquet
+readers that check columns and vector widths, and YAML sidecars.
+
+A killed job must never leave a file at its final name that a rerun could mistake for complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from nlaprobe.errors import DataError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path in the destination folder; rename it to `path` on success.
+
+    On any exception the temporary file is removed and nothing appears at `path`.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def write_yaml(path: str | os.PathLike, obj: Any) -> None:
+    write_text(path, yaml.safe_dump(obj, sort_keys=False, allow_unicode=True))
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    p = Path(path)
+    try:
+        return yaml.safe_load(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{p}: file not found") from None
+    except yaml.YAMLError as e:
+        raise DataError(f"{p}: not valid YAML ({e})") from None
+
+
+def write_table(path: str | os.PathLike, table: pa.Table) -> None:
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def vectors_to_arrow(vectors: np.ndarray) -> pa.FixedSizeListArray:
+    """[n, d] float array -> fixed-size list<float32>[d] column."""
+    v = np.ascontiguousarray(vectors, dtype=np.float32)
+    if v.ndim != 2:
+        raise ValueError(f"expected a 2-D array of vectors, got shape {v.shape}")
+    return pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1), type=pa.float32()), v.shape[1])
+
+
+def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None) -> pa.Table:
+    """Read a parquet file; a missing, corrupt or column-less file raises DataError naming it."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: file not found")
+    try:
+        table = pq.read_table(p)
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{p}: not a readable parquet file ({e})") from None
+    if columns is not None:
+        missing = [c for c in columns if c not in table.column_names]
+        if missing:
+            raise DataError(
+                f"{p}: missing column(s) {missing}; expected at least {list(columns)}, "
+                f"found {table.column_names}"
+            )
+    return table
+
+
+def vectors_from_column(
+    table: pa.Table, column: str, *, width: int | None = None, where: str = "table"
+) -> np.ndarray:
+    """Column of (fixed- or variable-length) float lists -> [n, d] float32 array.
+
+    Raises DataError when rows have different lengths, the width is not `width`, or a value is
+    not finite.
+    """
+    col = table.column(column).combine_chunks()
+    n = len(col)
+    if pa.types.is_fixed_size_list(col.type):
+        d = col.type.list_size
+        flat = col.flatten().to_numpy(zero_copy_only=False)
+        arr = np.asarray(flat, dtype=np.float32).reshape(n, d)
+    elif pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+        lengths = np.asarray(col.value_lengths().to_numpy(zero_copy_only=False))
+        if n and (lengths != lengths[0]).any():
+            bad = int(np.nonzero(lengths != lengths[0])[0][0])
+            raise DataError(
+                f"{where}: column {column!r} has rows of different lengths "
+                f"(row 0 has {lengths[0]}, row {bad} has {lengths[bad]})"
+            )
+        d = int(lengths[0]) if n else (width or 0)
+        flat = col.flatten().to_numpy(zero_copy_only=False)
+        arr = np.asarray(flat, dtype=np.float32).reshape(n, d)
+    else:
+        raise DataError(f"{where}: column {column!r} has type {col.type}, expected a list of floats")
+    if width is not None and arr.shape[1] != width:
+        raise DataError(
+            f"{where}: column {column!r} has vectors of width {arr.shape[1]}, expected {width}"
+        )
+    if not np.isfinite(arr).all():
+        bad = int(np.nonzero(~np.isfinite(arr).all(axis=1))[0][0])
+        raise DataError(f"{where}: column {column!r} row {bad} has a non-finite value (NaN/inf)")
+    return arr
