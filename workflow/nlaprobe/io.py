@@ -123,7 +123,9 @@ def vectors_from_column(
         flat = col.flatten().to_numpy(zero_copy_only=False)
         arr = np.asarray(flat, dtype=np.float32).reshape(n, d)
     else:
-        raise DataError(f"{where}: column {column!r} has type {col.type}, expected a list of floats")
+        raise DataError(
+            f"{where}: column {column!r} has type {col.type}, expected a list of floats"
+        )
     if width is not None and arr.shape[1] != width:
         raise DataError(
             f"{where}: column {column!r} has vectors of width {arr.shape[1]}, expected {width}"

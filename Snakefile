@@ -1,0 +1,43 @@
+# nlaprobe: the experiment DAG. Rules are thin: every job calls `python -m nlaprobe <stage>`;
+# all logic (validation, tags, paths, parameters) lives in workflow/nlaprobe and is unit-tested.
+import os
+import sys
+
+sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
+
+from nlaprobe.config import deep_merge, load_config, validate_config
+from nlaprobe.plan import SPLITS, Plan, to_json
+
+# `--configfile X.yaml` replaces the embedded default; `--config k=v` alone refines it.
+if "families" not in config:
+    _merged = deep_merge(load_config([os.path.join(workflow.basedir, "config/config.yaml")]), config)
+    config.clear()
+    config.update(_merged)
+_validated = validate_config(config, source="snakemake config")
+config.clear()
+config.update(_validated)
+P = Plan(config)
+
+# Jobs run the package of the interpreter that runs Snakemake (e.g. .venv), unless a conda env
+# from envs/ is active for the job (--use-conda), which puts its own python first.
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+
+
+wildcard_constraints:
+    split="eval|ridge",
+    shard=r"\d{5}",
+    btag=r"[0-9a-f]{10}",
+    ctag=r"[0-9a-f]{10}",
+    dtag=r"[0-9a-f]{10}",
+    style="qwen|gemma",
+
+
+rule all:
+    input:
+        P.all_activations(),
+        [P.positions_shard(split, shard) for split in SPLITS for shard in P.shards(split)],
+
+
+include: "rules/demo.smk"
+include: "rules/corpus.smk"
+include: "rules/extract.smk"

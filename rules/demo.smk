@@ -1,0 +1,23 @@
+# The embedded default's tiny NLA families (release layout), built offline on the CPU.
+
+
+rule build_demo:
+    output:
+        base="results/demo/demo-{dtag}/{style}/base/config.json",
+        av="results/demo/demo-{dtag}/{style}/av/config.json",
+        ar="results/demo/demo-{dtag}/{style}/ar/config.json",
+    params:
+        demo=lambda w: to_json(P.demo_params_for(w.dtag, w.style)),
+        out=lambda w: f"results/demo/demo-{w.dtag}/{w.style}",
+    log:
+        "logs/build_demo/demo-{dtag}/{style}.log",
+    benchmark:
+        "benchmarks/rules/build_demo/demo-{dtag}/{style}.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "python -m nlaprobe build-demo --style {wildcards.style} --params {params.demo:q}"
+        " --out {params.out:q} > {log:q} 2>&1"

@@ -1,0 +1,50 @@
+# Activation shards (all layers of a family from one forward pass) and the primary family's
+# positions, which the other families align to by character offset.
+
+
+rule extract:
+    input:
+        unpack(lambda w: P.extract_job(w.btag, w.split, w.shard)["inputs"]),
+    output:
+        acts="results/activations/base-{btag}/{split}/shard-{shard}.parquet",
+        meta="results/activations/base-{btag}/{split}/shard-{shard}.nla_meta.yaml",
+    params:
+        checkpoint=lambda w: P.extract_job(w.btag, w.split, w.shard)["checkpoint"],
+        extract=lambda w: P.extract_job(w.btag, w.split, w.shard)["params"],
+        demo_root=lambda w: P.extract_job(w.btag, w.split, w.shard)["demo_root"],
+        provenance=lambda w: P.extract_job(w.btag, w.split, w.shard)["provenance"],
+        positions=lambda w, input: input.get("positions", ""),
+        device=P.device,
+    log:
+        "logs/extract/base-{btag}/{split}/shard-{shard}.log",
+    benchmark:
+        "benchmarks/rules/extract/base-{btag}/{split}/shard-{shard}.tsv"
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=P.gpus(),
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "python -m nlaprobe extract --checkpoint {params.checkpoint:q} --params {params.extract:q}"
+        " --corpus {input.corpus:q} --out {output.acts:q} --positions={params.positions:q}"
+        " --demo-root={params.demo_root:q} --provenance {params.provenance:q}"
+        " --device {params.device} > {log:q} 2>&1"
+
+
+rule positions:
+    input:
+        "results/activations/base-{btag}/{split}/shard-{shard}.parquet",
+    output:
+        "results/positions/base-{btag}/{split}/shard-{shard}.parquet",
+    log:
+        "logs/positions/base-{btag}/{split}/shard-{shard}.log",
+    benchmark:
+        "benchmarks/rules/positions/base-{btag}/{split}/shard-{shard}.tsv"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "python -m nlaprobe positions --activations {input:q} --out {output:q} > {log:q} 2>&1"

@@ -1,0 +1,500 @@
+"""Checkpoint loading: sidecars, models, tokenizers and the live checks of SPEC §4.5.
+
+inputs -> outputs: a checkpoint entry from config ({id | path | demo, revision, dtype,
+trust_remote_code}) -> a loaded model / tokenizer / parsed sidecar (`NlaMeta`).
+
+Invariants:
+- safetensors only, `trust_remote_code=False` unless the entry opts in;
+- hub ids load at a pinned revision through the real `from_pretrained` path (offline mode and a
+  local cache in tests); local directories load as they are;
+- both sidecar key generations are accepted (`av`/`ar` and `actor`/`critic`,
+  `critic.extraction_layer_index` and `critic.num_hidden_layers`), scales may be the string
+  `sqrt_d_model`; unknown keys are ignored;
+- every check compares the sidecar with the live tokenizer and model config and fails with an
+  error naming the field and both values.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nlaprobe import constants as C
+from nlaprobe.errors import CheckpointError, SidecarError
+from nlaprobe.io import read_yaml
+
+log = logging.getLogger(__name__)
+
+GEMMA_MODEL_TYPES = frozenset({"gemma", "gemma2", "gemma3", "gemma3_text"})
+SQRT_D_SENTINEL = "sqrt_d_model"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+# ----------------------------------------------------------------------------- architecture
+
+
+def get_text_config(config) -> Any:
+    """`config.text_config` for multimodal wrappers (Gemma-3 base), else `config` itself."""
+    sub = getattr(config, "text_config", None)
+    return sub if sub is not None else config
+
+
+def decoder_stack(model) -> torch.nn.Module:
+    """The module that owns `layers` (and `embed_tokens`, `norm`) of a decoder-only LM.
+
+    Handles `model.model.layers` (CausalLM), `model.layers` (bare decoder) and the Gemma-3
+    multimodal nesting `model.model.language_model.layers` (also `model.language_model.model`).
+    """
+    candidates = [model]
+    seen: set[int] = set()
+    while candidates:
+        m = candidates.pop(0)
+        if id(m) in seen or m is None:
+            continue
+        seen.add(id(m))
+        if isinstance(getattr(m, "layers", None), torch.nn.ModuleList):
+            return m
+        for name in ("model", "language_model", "decoder", "transformer"):
+            child = getattr(m, name, None)
+            if isinstance(child, torch.nn.Module):
+                candidates.append(child)
+    raise CheckpointError(
+        f"cannot locate the decoder blocks of {type(model).__name__}: expected model.layers, "
+        "model.model.layers or model.model.language_model.layers"
+    )
+
+
+def decoder_blocks(model) -> torch.nn.ModuleList:
+    return decoder_stack(model).layers
+
+
+def is_gemma(config) -> bool:
+    return getattr(config, "model_type", None) in GEMMA_MODEL_TYPES or (
+        getattr(get_text_config(config), "model_type", None) in GEMMA_MODEL_TYPES
+    )
+
+
+def embed_scale(config) -> float:
+    """The factor the model's embedding module applies to raw embedding rows (√d for Gemma)."""
+    if is_gemma(config):
+        return math.sqrt(get_text_config(config).hidden_size)
+    return 1.0
+
+
+def check_layer(model_or_config, layer: int, where: str) -> int:
+    cfg = getattr(model_or_config, "config", model_or_config)
+    n = get_text_config(cfg).num_hidden_layers
+    if not 0 <= layer < n:
+        raise CheckpointError(
+            f"{where}: layer {layer} out of range: the model has {n} blocks (0..{n - 1})"
+        )
+    return n
+
+
+# ----------------------------------------------------------------------------- sidecar
+
+
+def _resolve_scale(value: Any, d_model: int, field_name: str, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value.strip() == SQRT_D_SENTINEL:
+            return math.sqrt(d_model)
+        raise SidecarError(
+            f"{where}: {field_name} is {value!r}; expected a number or {SQRT_D_SENTINEL!r}"
+        )
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SidecarError(
+            f"{where}: {field_name} is {value!r}; expected a number or {SQRT_D_SENTINEL!r}"
+        )
+    if not math.isfinite(float(value)) or float(value) <= 0:
+        raise SidecarError(f"{where}: {field_name} is {value!r}; expected a positive finite number")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class NlaMeta:
+    """The fields of `nla_meta.yaml` that nlaprobe uses, normalised across key generations."""
+
+    path: str
+    role: str  # "av" or "ar"
+    d_model: int
+    injection_scale: float | None
+    mse_scale: float
+    injection_char: str | None
+    injection_token_id: int | None
+    left_neighbor_id: int | None
+    right_neighbor_id: int | None
+    critic_suffix_ids: tuple[int, ...] | None
+    av_template: str | None
+    ar_template: str | None
+    layer: (
+        int | None
+    )  # K: from critic.extraction_layer_index / critic.num_hidden_layers - 1 / top level
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+
+
+ROLE_ALIASES = {"av": "av", "actor": "av", "ar": "ar", "critic": "ar"}
+
+
+def parse_sidecar(meta: dict, where: str) -> NlaMeta:
+    """Normalise a parsed `nla_meta.yaml` (either key generation). Pure; raises SidecarError."""
+    if not isinstance(meta, dict):
+        raise SidecarError(f"{where}: expected a mapping, got {type(meta).__name__}")
+    kind = meta.get("kind", C.KIND_MODEL)
+    if kind != C.KIND_MODEL:
+        raise SidecarError(f"{where}: kind is {kind!r}; expected {C.KIND_MODEL!r}")
+    role_raw = meta.get("role")
+    if role_raw not in ROLE_ALIASES:
+        raise SidecarError(f"{where}: role is {role_raw!r}; expected one of {sorted(ROLE_ALIASES)}")
+    role = ROLE_ALIASES[role_raw]
+    d = meta.get("d_model")
+    if isinstance(d, bool) or not isinstance(d, int) or d <= 0:
+        raise SidecarError(f"{where}: d_model is {d!r}; expected a positive integer")
+    extraction = meta.get("extraction") or {}
+    tokens = meta.get("tokens") or {}
+    templates = meta.get("prompt_templates") or {}
+    critic = meta.get("critic") or {}
+    inj = _resolve_scale(extraction.get("injection_scale"), d, "extraction.injection_scale", where)
+    mse = _resolve_scale(extraction.get("mse_scale"), d, "extraction.mse_scale", where)
+    av_t = templates.get("av", templates.get("actor"))
+    ar_t = templates.get("ar", templates.get("critic"))
+
+    layer = None
+    if critic.get("extraction_layer_index") is not None:
+        layer = critic["extraction_layer_index"]
+    elif critic.get("num_hidden_layers") is not None:
+        # Older sidecars store the number of kept blocks (K+1); see README "Decisions".
+        layer = critic["num_hidden_layers"] - 1
+    elif meta.get("extraction_layer_index") is not None:
+        layer = meta["extraction_layer_index"]
+    elif extraction.get("layer_index") is not None:
+        layer = extraction["layer_index"]
+    if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 0):
+        raise SidecarError(f"{where}: extraction layer is {layer!r}; expected an integer ≥ 0")
+
+    def _int(name: str) -> int | None:
+        v = tokens.get(name)
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise SidecarError(f"{where}: tokens.{name} is {v!r}; expected an integer token id")
+        return v
+
+    suffix = tokens.get("critic_suffix_ids")
+    if suffix is not None and not (
+        isinstance(suffix, list) and all(isinstance(i, int) for i in suffix)
+    ):
+        raise SidecarError(
+            f"{where}: tokens.critic_suffix_ids is {suffix!r}; expected a list of ids"
+        )
+
+    nla = NlaMeta(
+        path=where,
+        role=role,
+        d_model=d,
+        injection_scale=inj,
+        mse_scale=mse if mse is not None else math.sqrt(d),
+        injection_char=tokens.get("injection_char"),
+        injection_token_id=_int("injection_token_id"),
+        left_neighbor_id=_int("injection_left_neighbor_id"),
+        right_neighbor_id=_int("injection_right_neighbor_id"),
+        critic_suffix_ids=tuple(suffix) if suffix is not None else None,
+        av_template=av_t,
+        ar_template=ar_t,
+        layer=layer,
+        raw=meta,
+    )
+    _check_role_fields(nla, where)
+    return nla
+
+
+def _check_role_fields(nla: NlaMeta, where: str) -> None:
+    if nla.role == "av":
+        required = {
+            "extraction.injection_scale": nla.injection_scale,
+            "tokens.injection_char": nla.injection_char,
+            "tokens.injection_token_id": nla.injection_token_id,
+            "tokens.injection_left_neighbor_id": nla.left_neighbor_id,
+            "tokens.injection_right_neighbor_id": nla.right_neighbor_id,
+            "prompt_templates.av": nla.av_template,
+        }
+        for name, value in required.items():
+            if value is None:
+                raise SidecarError(f"{where}: {name} is missing; the AV sidecar needs it")
+        if "{injection_char}" not in nla.av_template:
+            raise SidecarError(
+                f"{where}: prompt_templates.av does not contain '{{injection_char}}'"
+            )
+    else:
+        if nla.ar_template is None:
+            raise SidecarError(f"{where}: prompt_templates.ar is missing; the AR sidecar needs it")
+        if "{explanation}" not in nla.ar_template:
+            raise SidecarError(f"{where}: prompt_templates.ar does not contain '{{explanation}}'")
+        if nla.layer is None:
+            raise SidecarError(
+                f"{where}: critic.extraction_layer_index is missing (also looked for "
+                "critic.num_hidden_layers and a top-level extraction_layer_index)"
+            )
+
+
+def read_sidecar(directory: str | os.PathLike) -> NlaMeta:
+    path = Path(directory) / C.SIDECAR_NAME
+    if not path.exists():
+        raise SidecarError(f"{path}: missing; every AV/AR directory needs an {C.SIDECAR_NAME}")
+    return parse_sidecar(read_yaml(path), str(path))
+
+
+# ----------------------------------------------------------------------------- live checks
+
+
+def chat_prompt_ids(tokenizer, content: str) -> list[int]:
+    """Chat-templated ids of one user message, in one step (never re-tokenized: no double BOS)."""
+    out = tokenizer.apply_chat_template(
+        [{"role": "user", "content": content}], tokenize=True, add_generation_prompt=True
+    )
+    ids = out["input_ids"] if hasattr(out, "keys") else out
+    if hasattr(ids, "tolist"):
+        ids = ids.tolist()
+    if ids and isinstance(ids[0], list):
+        ids = ids[0]
+    return [int(i) for i in ids]
+
+
+def check_av_tokenizer(nla: NlaMeta, tokenizer) -> tuple[list[int], int]:
+    """Validate the AV sidecar against the live tokenizer; return (prompt ids, marker index)."""
+    where = nla.path
+    enc = tokenizer(nla.injection_char, add_special_tokens=False)["input_ids"]
+    if enc != [nla.injection_token_id]:
+        raise SidecarError(
+            f"{where}: tokens.injection_token_id is {nla.injection_token_id}, but the tokenizer "
+            f"encodes injection_char {nla.injection_char!r} as {enc}"
+        )
+    if tokenizer.unk_token_id is not None and nla.injection_token_id == tokenizer.unk_token_id:
+        raise SidecarError(
+            f"{where}: injection_char {nla.injection_char!r} encodes to the UNK token"
+        )
+    ids = chat_prompt_ids(tokenizer, nla.av_template.format(injection_char=nla.injection_char))
+    hits = [i for i, t in enumerate(ids) if t == nla.injection_token_id]
+    if len(hits) != 1:
+        raise SidecarError(
+            f"{where}: the chat-templated AV prompt contains the marker id "
+            f"{nla.injection_token_id} {len(hits)} times; expected exactly once"
+        )
+    pos = hits[0]
+    if pos == 0 or pos == len(ids) - 1:
+        raise SidecarError(
+            f"{where}: the marker is at position {pos} of {len(ids)} in the AV prompt; "
+            "expected it neither first nor last"
+        )
+    for name, expected, got in (
+        ("tokens.injection_left_neighbor_id", nla.left_neighbor_id, ids[pos - 1]),
+        ("tokens.injection_right_neighbor_id", nla.right_neighbor_id, ids[pos + 1]),
+    ):
+        if expected != got:
+            raise SidecarError(
+                f"{where}: {name} is {expected}, but the live prompt has {got} there"
+            )
+    return ids, pos
+
+
+def check_ar_tokenizer(nla: NlaMeta, tokenizer) -> None:
+    """The AR template's suffix must tokenize to the pinned critic_suffix_ids (when given)."""
+    if nla.critic_suffix_ids is None:
+        return
+    probe = nla.ar_template.format(explanation="A probe explanation.")
+    ids = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    k = len(nla.critic_suffix_ids)
+    if tuple(ids[len(ids) - k :]) != nla.critic_suffix_ids:
+        raise SidecarError(
+            f"{nla.path}: tokens.critic_suffix_ids is {list(nla.critic_suffix_ids)}, but the "
+            f"tokenizer ends the filled AR template with {ids[len(ids) - k :]}"
+        )
+
+
+def check_model_config(nla: NlaMeta, config) -> None:
+    text = get_text_config(config)
+    if text.hidden_size != nla.d_model:
+        raise SidecarError(
+            f"{nla.path}: d_model is {nla.d_model}, but the model's hidden_size is {text.hidden_size}"
+        )
+    if nla.role == "ar" and text.num_hidden_layers != nla.layer + 1:
+        raise SidecarError(
+            f"{nla.path}: the AR reads layer K={nla.layer}, so its config needs K+1="
+            f"{nla.layer + 1} layers, but num_hidden_layers is {text.num_hidden_layers}"
+        )
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a checkpoint comes from: a hub id at a revision, or a local directory."""
+
+    name: str  # hub id or local path
+    revision: str | None
+    local: bool
+    dtype: torch.dtype
+    trust_remote_code: bool
+
+
+def resolve_source(entry: dict, role: str, demo_root: str | os.PathLike | None = None) -> Source:
+    """Config checkpoint entry -> Source. `demo: <style>` entries resolve under `demo_root`."""
+    dtype_name = entry.get("dtype", "bfloat16")
+    if dtype_name not in DTYPES:
+        raise CheckpointError(f"checkpoint dtype {dtype_name!r}; expected one of {sorted(DTYPES)}")
+    trust = bool(entry.get("trust_remote_code", False))
+    if entry.get("demo"):
+        if demo_root is None:
+            raise CheckpointError(f"demo checkpoint {entry!r} needs the demo folder (demo_root)")
+        path = Path(demo_root) / role
+        return Source(str(path), None, True, DTYPES[dtype_name], trust)
+    if entry.get("path"):
+        return Source(str(entry["path"]), None, True, DTYPES[dtype_name], trust)
+    if entry.get("id"):
+        return Source(
+            str(entry["id"]), entry.get("revision") or "main", False, DTYPES[dtype_name], trust
+        )
+    raise CheckpointError(f"checkpoint entry {entry!r}: give exactly one of id, path, demo")
+
+
+def _pretrained_kwargs(src: Source) -> dict:
+    kw: dict = {"trust_remote_code": src.trust_remote_code}
+    if not src.local:
+        kw["revision"] = src.revision
+    return kw
+
+
+def _check_local(src: Source) -> None:
+    if src.local and not Path(src.name).is_dir():
+        raise CheckpointError(f"{src.name}: checkpoint directory not found")
+
+
+def local_dir(src: Source) -> Path:
+    """The directory holding the checkpoint files (downloads / resolves hub ids via the cache)."""
+    _check_local(src)
+    if src.local:
+        return Path(src.name)
+    from huggingface_hub import snapshot_download
+
+    return Path(
+        snapshot_download(
+            src.name,
+            revision=src.revision,
+            allow_patterns=["*.json", "*.yaml", "*.safetensors", "*.txt", "*.model", "*.jinja"],
+        )
+    )
+
+
+def load_tokenizer(src: Source):
+    from transformers import AutoTokenizer
+
+    _check_local(src)
+    return AutoTokenizer.from_pretrained(src.name, **_pretrained_kwargs(src))
+
+
+def load_config(src: Source):
+    from transformers import AutoConfig
+
+    _check_local(src)
+    return AutoConfig.from_pretrained(src.name, **_pretrained_kwargs(src))
+
+
+def load_causal_lm(src: Source, device: str | torch.device = "cpu"):
+    """A causal LM (for the base model: the multimodal Gemma-3 wrapper loads as it is)."""
+    from transformers import AutoModelForCausalLM
+
+    _check_local(src)
+    model = AutoModelForCausalLM.from_pretrained(
+        src.name, dtype=src.dtype, use_safetensors=True, **_pretrained_kwargs(src)
+    )
+    return model.to(device).eval()
+
+
+@dataclass
+class LoadedAV:
+    model: Any
+    tokenizer: Any
+    meta: NlaMeta
+    prompt_ids: list[int]
+    marker_pos: int
+
+
+@dataclass
+class LoadedAR:
+    model: Any  # the decoder stack with K+1 blocks (no norm / lm_head used)
+    tokenizer: Any
+    meta: NlaMeta
+    value_head: torch.Tensor  # [d, d], y = h @ W.T
+
+
+def load_av(src: Source, device: str | torch.device = "cpu") -> LoadedAV:
+    directory = local_dir(src)
+    meta = read_sidecar(directory)
+    if meta.role != "av":
+        raise SidecarError(f"{meta.path}: role is {meta.role!r}; expected an AV ('av' or 'actor')")
+    tokenizer = load_tokenizer(src)
+    config = load_config(src)
+    check_model_config(meta, config)
+    ids, pos = check_av_tokenizer(meta, tokenizer)
+    model = load_causal_lm(src, device)
+    return LoadedAV(model, tokenizer, meta, ids, pos)
+
+
+def load_value_head(directory: Path, d_model: int) -> torch.Tensor:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = directory / C.VALUE_HEAD_FILE
+    if not path.exists():
+        raise CheckpointError(f"{path}: value head missing; the AR needs {C.VALUE_HEAD_FILE}")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    if C.VALUE_HEAD_KEY not in tensors:
+        raise CheckpointError(
+            f"{path}: expected a tensor named {C.VALUE_HEAD_KEY!r}, found {sorted(tensors)}"
+        )
+    w = tensors[C.VALUE_HEAD_KEY]
+    if tuple(w.shape) != (d_model, d_model):
+        raise CheckpointError(
+            f"{path}: {C.VALUE_HEAD_KEY} has shape {tuple(w.shape)}, expected [{d_model}, {d_model}]"
+        )
+    return w
+
+
+def load_ar(src: Source, device: str | torch.device = "cpu") -> LoadedAR:
+    """Load an AR: the K+1-block decoder (final norm and lm_head weights may be absent) and the
+    value head. Readout = hidden state after block K at the last real token, through the head."""
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    directory = local_dir(src)
+    meta = read_sidecar(directory)
+    if meta.role != "ar":
+        raise SidecarError(f"{meta.path}: role is {meta.role!r}; expected an AR ('ar' or 'critic')")
+    tokenizer = load_tokenizer(src)
+    config = load_config(src)
+    check_model_config(meta, config)
+    check_ar_tokenizer(meta, tokenizer)
+    head = load_value_head(directory, meta.d_model)
+    # The release drops the final norm (and has no lm_head): a "newly initialized" warning for
+    # `norm.weight` is expected and harmless because the readout is taken before it.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model = AutoModel.from_pretrained(
+            src.name, dtype=src.dtype, use_safetensors=True, **_pretrained_kwargs(src)
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    model = model.to(device).eval()
+    return LoadedAR(model, tokenizer, meta, head.to(device))

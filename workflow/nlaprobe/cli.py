@@ -1,0 +1,149 @@
+"""`python -m nlaprobe <stage> ...` / `nlaprobe <stage> ...`: the only place that parses
+arguments and sets up logging. Each stage hands validated, typed parameters to one package
+function. Known errors (NlaprobeError) become one message on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from nlaprobe.errors import ConfigError, NlaprobeError
+
+log = logging.getLogger("nlaprobe")
+
+
+def _json_arg(text: str, what: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--{what}: not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"--{what}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_validate_config(args) -> int:
+    from nlaprobe.config import load_config, validate_config
+
+    cfg = validate_config(load_config(args.files), source=", ".join(map(str, args.files)))
+    if args.print:
+        sys.stdout.write(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    log.info("config OK: %s (families: %s)", ", ".join(args.files), ", ".join(cfg["families"]))
+    return 0
+
+
+def cmd_corpus(args) -> int:
+    from nlaprobe.config import validate_section
+    from nlaprobe.corpus import build_corpus_shard
+
+    corpus = validate_section("corpus", _json_arg(args.params, "params"))
+    n = build_corpus_shard(corpus, args.split, args.shard, Path(args.out))
+    log.info("wrote %d documents to %s", n, args.out)
+    return 0
+
+
+def cmd_extract(args) -> int:
+    from nlaprobe.checkpoints import resolve_source
+    from nlaprobe.config import validate_checkpoint_entry
+    from nlaprobe.extract import ExtractParams, extract_shard
+
+    entry = validate_checkpoint_entry(_json_arg(args.checkpoint, "checkpoint"), "--checkpoint")
+    raw = _json_arg(args.params, "params")
+    try:
+        params = ExtractParams(
+            layers=tuple(int(k) for k in raw["layers"]),
+            **{k: int(raw[k]) for k in raw if k != "layers"},
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"--params: {e}; expected layers, seed, positions_per_doc, ...") from None
+    src = resolve_source(entry, "base", args.demo_root or None)
+    provenance = _json_arg(args.provenance, "provenance") if args.provenance else {}
+    extract_shard(
+        src,
+        args.corpus,
+        args.out,
+        params,
+        positions_in=args.positions or None,
+        provenance=provenance,
+        device=args.device,
+    )
+    return 0
+
+
+def cmd_positions(args) -> int:
+    from nlaprobe.extract import write_positions
+
+    write_positions(args.activations, args.out)
+    return 0
+
+
+def cmd_build_demo(args) -> int:
+    from nlaprobe.demo import build_demo
+
+    build_demo(args.style, Path(args.out), _json_arg(args.params, "params"))
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nlaprobe", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("validate-config", help="validate config files against config/schema.yaml")
+    s.add_argument("files", nargs="+", help="YAML files, merged in order (later wins)")
+    s.add_argument("--print", action="store_true", help="print the validated config with defaults")
+    s.set_defaults(func=cmd_validate_config)
+
+    s = sub.add_parser("corpus", help="write one corpus shard")
+    s.add_argument("--params", required=True, help="the `corpus` config section as JSON")
+    s.add_argument("--split", required=True, choices=["eval", "ridge"])
+    s.add_argument("--shard", required=True, type=int)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_corpus)
+
+    s = sub.add_parser("extract", help="extract activations for one corpus shard")
+    s.add_argument("--checkpoint", required=True, help="the base checkpoint entry as JSON")
+    s.add_argument("--params", required=True, help="layers and sampling parameters as JSON")
+    s.add_argument("--corpus", required=True, help="corpus shard (parquet)")
+    s.add_argument("--out", required=True, help="activation shard to write (parquet)")
+    s.add_argument("--positions", help="primary family's positions shard (aligned families)")
+    s.add_argument("--demo-root", help="folder of the demo build, for `demo:` checkpoints")
+    s.add_argument("--provenance", help="JSON stored in the sidecar (tag specs)")
+    s.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    s.set_defaults(func=cmd_extract)
+
+    s = sub.add_parser("positions", help="the (doc_id, char_end) positions of an activation shard")
+    s.add_argument("--activations", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_positions)
+
+    s = sub.add_parser("build-demo", help="build one tiny NLA family of the embedded default")
+    s.add_argument("--style", required=True, choices=["qwen", "gemma"])
+    s.add_argument("--params", required=True, help="the demo settings as JSON")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_build_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except NlaprobeError as e:
+        log.error("%s", e)
+        sys.stderr.flush()
+        return 2

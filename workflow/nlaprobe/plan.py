@@ -1,0 +1,291 @@
+"""Identity in paths: tags and the file layout of a validated config (SPEC §2).
+
+inputs -> outputs: a validated config dict -> tags (short hashes of what determines an artifact)
+and the paths of every artifact, shard counts, and the parameters each job receives.
+
+Invariants:
+- a tag is the first 10 hex digits of SHA-256 over the canonical JSON of its spec; the spec is
+  spelled out in full in the artifact's sidecar / metadata (`tag_spec`);
+- a checkpoint's spec is its config entry (id or path or demo, revision, dtype, remote-code opt-in);
+  a corpus split's spec is its source, split name, document range and shard size; an activation
+  set's spec folds the base checkpoint, the corpus split, the sampling parameters, the layers and
+  (for an aligned family) the primary activation set it aligns to. Changing any of them gives new
+  paths, so exactly the dependent jobs rerun, even without Snakemake's metadata;
+- wildcard values are checked against the tags the config implies: a path that the config does
+  not produce is an error, never silently built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from nlaprobe import constants as C
+from nlaprobe.config import primary_family
+from nlaprobe.corpus import n_shards
+from nlaprobe.errors import ConfigError
+
+RESULTS = "results"
+SPLITS = ("eval", "ridge")
+ROLES = ("base", "av", "ar")
+# bump when the demo builder's output changes for the same settings
+DEMO_BUILDER_VERSION = 1
+
+
+def tag_of(spec: Any) -> str:
+    blob = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[: C.TAG_LENGTH]
+
+
+def corpus_spec(corpus: dict, split: str) -> dict:
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
+    spec = {
+        "source": corpus["source"],
+        "dataset": corpus["dataset"],
+        "dataset_split": corpus["dataset_split"],
+        "text_field": corpus.get("text_field", "text"),
+        "start": corpus["splits"][split]["start"],
+        "stop": corpus["splits"][split]["stop"],
+        "shard_docs": corpus["shard_docs"],
+    }
+    if corpus["source"] == "hf":
+        spec["revision"] = corpus.get("revision")
+        spec["dataset_config"] = corpus.get("dataset_config")
+    if corpus["source"] == "builtin":
+        # pydoc_data's text is that of the running Python
+        spec["python"] = f"{sys.version_info.major}.{sys.version_info.minor}"
+    return spec
+
+
+def demo_layer(cfg: dict, style: str) -> int:
+    """K of the family (or families) whose checkpoints are demo builds of `style`."""
+    layers = {
+        f["layer"]
+        for f in cfg["families"].values()
+        if any(f[r].get("demo") == style for r in ROLES)
+    }
+    if len(layers) != 1:
+        raise ConfigError(
+            f"families using demo style {style!r} must share one layer; found {sorted(layers)}"
+        )
+    return layers.pop()
+
+
+def demo_params(cfg: dict, style: str) -> dict:
+    """What a demo build of `style` depends on: the `demo` settings and the layer K."""
+    return {**cfg.get("demo", {}), "layer": demo_layer(cfg, style)}
+
+
+def demo_spec(cfg: dict, style: str) -> dict:
+    return {"style": style, "params": demo_params(cfg, style), "builder": DEMO_BUILDER_VERSION}
+
+
+def checkpoint_spec(cfg: dict, fam: str, role: str) -> dict:
+    entry = cfg["families"][fam][role]
+    spec: dict = {"dtype": entry.get("dtype", "bfloat16")}
+    if entry.get("trust_remote_code"):
+        spec["trust_remote_code"] = True
+    if entry.get("demo"):
+        spec["demo"] = demo_spec(cfg, entry["demo"])
+        spec["role"] = role
+    elif entry.get("path"):
+        spec["path"] = entry["path"]
+    else:
+        spec["id"] = entry["id"]
+        spec["revision"] = entry.get("revision", "main")
+    return spec
+
+
+def sampling_spec(cfg: dict) -> dict:
+    s = cfg["sampling"]
+    return {
+        "seed": cfg["run"]["seed"],
+        "positions_per_doc": s["positions_per_doc"],
+        "min_position": s["min_position"],
+        "max_length": s["max_length"],
+    }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Paths and parameters of every artifact of one validated config."""
+
+    cfg: dict
+
+    # ------------------------------------------------------------------ families and layers
+    @property
+    def families(self) -> list[str]:
+        return list(self.cfg["families"])
+
+    @property
+    def primary(self) -> str:
+        return primary_family(self.cfg)
+
+    def layers(self, fam: str) -> list[int]:
+        f = self.cfg["families"][fam]
+        return [f["layer"], *[k for k in f.get("adjacent_layers", []) if k != f["layer"]]]
+
+    # ------------------------------------------------------------------ corpus
+    def corpus_tag(self, split: str) -> str:
+        return tag_of(corpus_spec(self.cfg["corpus"], split))
+
+    def n_shards(self, split: str) -> int:
+        return n_shards(self.cfg["corpus"], split)
+
+    def shards(self, split: str) -> list[str]:
+        return [C.shard_name(i) for i in range(self.n_shards(split))]
+
+    def corpus_shard(self, split: str, shard: str) -> str:
+        return f"{RESULTS}/corpus/corpus-{self.corpus_tag(split)}/{split}/shard-{shard}.parquet"
+
+    def split_for_corpus_tag(self, ctag: str, split: str) -> str:
+        if self.corpus_tag(split) != ctag:
+            raise ConfigError(
+                f"corpus tag {ctag!r} for split {split!r} is not produced by this config "
+                f"(expected {self.corpus_tag(split)!r})"
+            )
+        return split
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_tag(self, fam: str, role: str) -> str:
+        return tag_of(checkpoint_spec(self.cfg, fam, role))
+
+    def demo_tag(self, style: str) -> str:
+        return tag_of(demo_spec(self.cfg, style))
+
+    def demo_dir(self, style: str) -> str:
+        return f"{RESULTS}/demo/demo-{self.demo_tag(style)}/{style}"
+
+    def demo_styles(self) -> list[str]:
+        styles = {
+            self.cfg["families"][f][r]["demo"]
+            for f in self.families
+            for r in ROLES
+            if self.cfg["families"][f][r].get("demo")
+        }
+        return sorted(styles)
+
+    def checkpoint_entry(self, fam: str, role: str) -> dict:
+        return self.cfg["families"][fam][role]
+
+    def checkpoint_inputs(self, fam: str, role: str) -> list[str]:
+        """Files a job must wait for before it can load this checkpoint (demo builds only)."""
+        entry = self.checkpoint_entry(fam, role)
+        if entry.get("demo"):
+            return [f"{self.demo_dir(entry['demo'])}/{role}/config.json"]
+        return []
+
+    def demo_root(self, fam: str, role: str) -> str | None:
+        entry = self.checkpoint_entry(fam, role)
+        return self.demo_dir(entry["demo"]) if entry.get("demo") else None
+
+    # ------------------------------------------------------------------ activations
+    def activation_spec(self, fam: str, split: str) -> dict:
+        spec = {
+            "base": checkpoint_spec(self.cfg, fam, "base"),
+            "corpus": corpus_spec(self.cfg["corpus"], split),
+            "sampling": sampling_spec(self.cfg),
+            "layers": self.layers(fam),
+        }
+        if fam != self.primary:
+            spec["aligned_to"] = self.activation_tag(self.primary, split)
+        return spec
+
+    def activation_tag(self, fam: str, split: str) -> str:
+        return tag_of(self.activation_spec(fam, split))
+
+    def activation_shard(self, fam: str, split: str, shard: str) -> str:
+        return f"{RESULTS}/activations/base-{self.activation_tag(fam, split)}/{split}/shard-{shard}.parquet"
+
+    def activation_sidecar(self, fam: str, split: str, shard: str) -> str:
+        return (
+            self.activation_shard(fam, split, shard).removesuffix(".parquet")
+            + C.DATASET_SIDECAR_SUFFIX
+        )
+
+    def positions_shard(self, split: str, shard: str) -> str:
+        tag = self.activation_tag(self.primary, split)
+        return f"{RESULTS}/positions/base-{tag}/{split}/shard-{shard}.parquet"
+
+    def family_for_activation_tag(self, btag: str, split: str) -> str:
+        for fam in self.families:
+            if self.activation_tag(fam, split) == btag:
+                return fam
+        raise ConfigError(
+            f"activation tag {btag!r} for split {split!r} is not produced by this config "
+            f"(known: { {f: self.activation_tag(f, split) for f in self.families} })"
+        )
+
+    def all_activations(self) -> list[str]:
+        return [
+            self.activation_shard(fam, split, shard)
+            for fam in self.families
+            for split in SPLITS
+            for shard in self.shards(split)
+        ]
+
+    def demo_params_for(self, dtag: str, style: str) -> dict:
+        """Parameters of the demo build at results/demo/demo-<dtag>/<style> (checked)."""
+        if style not in self.demo_styles() or self.demo_tag(style) != dtag:
+            raise ConfigError(f"demo build demo-{dtag}/{style} is not produced by this config")
+        return demo_params(self.cfg, style)
+
+    def corpus_params_for(self, ctag: str, split: str) -> dict:
+        """The corpus section for the shard at results/corpus/corpus-<ctag>/<split> (checked)."""
+        self.split_for_corpus_tag(ctag, split)
+        return self.cfg["corpus"]
+
+    # ------------------------------------------------------------------ job parameters
+    @property
+    def device(self) -> str:
+        return self.cfg["run"]["device"]
+
+    def gpus(self) -> int:
+        """GPUs a model job asks the scheduler for: none when the config runs on the CPU."""
+        return 0 if self.device == "cpu" else 1
+
+    def extract_job(self, btag: str, split: str, shard: str) -> dict:
+        """Inputs and CLI parameters of the extraction job that writes this activation shard."""
+        fam = self.family_for_activation_tag(btag, split)
+        inputs = {
+            "corpus": self.corpus_shard(split, shard),
+            "model": self.checkpoint_inputs(fam, "base"),
+        }
+        if fam != self.primary:
+            inputs["positions"] = self.positions_shard(split, shard)
+        provenance = {
+            "family": fam,
+            "split": split,
+            "shard": shard,
+            "tag": btag,
+            "tag_spec": self.activation_spec(fam, split),
+            "corpus_tag": self.corpus_tag(split),
+        }
+        return {
+            "family": fam,
+            "inputs": inputs,
+            "checkpoint": to_json(self.checkpoint_entry(fam, "base")),
+            "params": to_json(self.extract_params(fam)),
+            "demo_root": self.demo_root(fam, "base") or "",
+            "provenance": to_json(provenance),
+        }
+
+    def extract_params(self, fam: str) -> dict:
+        s = self.cfg["sampling"]
+        return {
+            "layers": self.layers(fam),
+            "seed": self.cfg["run"]["seed"],
+            "positions_per_doc": s["positions_per_doc"],
+            "min_position": s["min_position"],
+            "max_length": s["max_length"],
+            "batch_size": s["batch_size"],
+        }
+
+
+def to_json(obj: Any) -> str:
+    """Compact, canonical JSON for passing parameters through `params:` to a CLI."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
