@@ -19,7 +19,14 @@ config.update(_validated)
 P = Plan(config)
 
 # Jobs run the package of the interpreter that runs Snakemake (e.g. .venv), unless a conda env
-# from envs/ is active for the job (--use-conda), which puts its own python first.
+# from envs/ is active for the job (--use-conda), which puts its own python first. PATH is
+# declared so that executors which pass variables explicitly hand the same search path on.
+
+
+envvars:
+    "PATH",
+
+
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 

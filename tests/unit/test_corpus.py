@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+
 from nlaprobe import corpus as C
 from nlaprobe.errors import ConfigError, DataError
 from nlaprobe.sampling import doc_id_for

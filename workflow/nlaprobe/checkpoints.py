@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -284,13 +285,14 @@ def check_av_tokenizer(nla: NlaMeta, tokenizer) -> tuple[list[int], int]:
     hits = [i for i, t in enumerate(ids) if t == nla.injection_token_id]
     if len(hits) != 1:
         raise SidecarError(
-            f"{where}: the chat-templated AV prompt contains the marker id "
+            f"{where}: prompt_templates.av: the chat-templated AV prompt contains the marker id "
             f"{nla.injection_token_id} {len(hits)} times; expected exactly once"
         )
     pos = hits[0]
     if pos == 0 or pos == len(ids) - 1:
         raise SidecarError(
-            f"{where}: the marker is at position {pos} of {len(ids)} in the AV prompt; "
+            f"{where}: prompt_templates.av: the marker is at position {pos} of {len(ids)} in the "
+            "chat-templated AV prompt; "
             "expected it neither first nor last"
         )
     for name, expected, got in (
@@ -372,6 +374,19 @@ def _pretrained_kwargs(src: Source) -> dict:
     return kw
 
 
+@contextmanager
+def _load_errors(src: Source, what: str):
+    """Turn from_pretrained / snapshot_download failures (missing files, a repo or revision not
+    in the cache, offline mode, a bad repo id) into a CheckpointError naming id and revision."""
+    from huggingface_hub.errors import EntryNotFoundError, HFValidationError
+
+    try:
+        yield
+    except (OSError, EntryNotFoundError, HFValidationError) as e:
+        at = src.name if src.local else f"{src.name} (revision {src.revision})"
+        raise CheckpointError(f"{at}: cannot load the {what}: {type(e).__name__}: {e}") from e
+
+
 def _check_local(src: Source) -> None:
     if src.local and not Path(src.name).is_dir():
         raise CheckpointError(f"{src.name}: checkpoint directory not found")
@@ -384,27 +399,30 @@ def local_dir(src: Source) -> Path:
         return Path(src.name)
     from huggingface_hub import snapshot_download
 
-    return Path(
-        snapshot_download(
-            src.name,
-            revision=src.revision,
-            allow_patterns=["*.json", "*.yaml", "*.safetensors", "*.txt", "*.model", "*.jinja"],
+    with _load_errors(src, "checkpoint files"):
+        return Path(
+            snapshot_download(
+                src.name,
+                revision=src.revision,
+                allow_patterns=["*.json", "*.yaml", "*.safetensors", "*.txt", "*.model", "*.jinja"],
+            )
         )
-    )
 
 
 def load_tokenizer(src: Source):
     from transformers import AutoTokenizer
 
     _check_local(src)
-    return AutoTokenizer.from_pretrained(src.name, **_pretrained_kwargs(src))
+    with _load_errors(src, "tokenizer"):
+        return AutoTokenizer.from_pretrained(src.name, **_pretrained_kwargs(src))
 
 
 def load_config(src: Source):
     from transformers import AutoConfig
 
     _check_local(src)
-    return AutoConfig.from_pretrained(src.name, **_pretrained_kwargs(src))
+    with _load_errors(src, "config"):
+        return AutoConfig.from_pretrained(src.name, **_pretrained_kwargs(src))
 
 
 def load_causal_lm(src: Source, device: str | torch.device = "cpu"):
@@ -412,19 +430,29 @@ def load_causal_lm(src: Source, device: str | torch.device = "cpu"):
     from transformers import AutoModelForCausalLM
 
     _check_local(src)
-    model = AutoModelForCausalLM.from_pretrained(
-        src.name, dtype=src.dtype, use_safetensors=True, **_pretrained_kwargs(src)
-    )
+    with _load_errors(src, "model weights"):
+        model = AutoModelForCausalLM.from_pretrained(
+            src.name, dtype=src.dtype, use_safetensors=True, **_pretrained_kwargs(src)
+        )
     return model.to(device).eval()
 
 
 @dataclass
 class LoadedAV:
-    model: Any
+    model: Any  # None when loaded for an external engine (vLLM)
     tokenizer: Any
     meta: NlaMeta
     prompt_ids: list[int]
     marker_pos: int
+    directory: Path
+    config: Any
+    stop_token_ids: list[int]
+
+    def prompt_embeds_from_weights(self) -> torch.Tensor:
+        """[T, d] fp32 prompt embeddings read straight from the checkpoint's embedding rows
+        (times √d for Gemma), for engines that do not run the HF model (vLLM)."""
+        rows = embedding_rows(self.directory, self.prompt_ids)
+        return rows * embed_scale(self.config)
 
 
 @dataclass
@@ -435,7 +463,42 @@ class LoadedAR:
     value_head: torch.Tensor  # [d, d], y = h @ W.T
 
 
-def load_av(src: Source, device: str | torch.device = "cpu") -> LoadedAV:
+def stop_token_ids(directory: Path, config, tokenizer) -> list[int]:
+    """EOS ids from generation_config.json, else the model config, else the tokenizer."""
+    import json
+
+    candidates: Any = None
+    gen = directory / "generation_config.json"
+    if gen.exists():
+        candidates = json.loads(gen.read_text()).get("eos_token_id")
+    if candidates is None:
+        candidates = getattr(get_text_config(config), "eos_token_id", None)
+    if candidates is None:
+        candidates = tokenizer.eos_token_id
+    if candidates is None:
+        return []
+    return [int(i) for i in (candidates if isinstance(candidates, list) else [candidates])]
+
+
+def embedding_rows(directory: Path, ids: list[int]) -> torch.Tensor:
+    """Rows `ids` of the input embedding matrix, read lazily from the safetensors files."""
+    from safetensors import safe_open
+
+    files = sorted(Path(directory).glob("*.safetensors"))
+    for f in files:
+        with safe_open(str(f), framework="pt") as st:
+            for key in st.keys():
+                if key.endswith("embed_tokens.weight"):
+                    sl = st.get_slice(key)
+                    return torch.stack([sl[i : i + 1][0] for i in ids]).float()
+    raise CheckpointError(
+        f"{directory}: no '*embed_tokens.weight' tensor in {[f.name for f in files]}"
+    )
+
+
+def load_av(
+    src: Source, device: str | torch.device = "cpu", *, load_model: bool = True
+) -> LoadedAV:
     directory = local_dir(src)
     meta = read_sidecar(directory)
     if meta.role != "av":
@@ -444,8 +507,9 @@ def load_av(src: Source, device: str | torch.device = "cpu") -> LoadedAV:
     config = load_config(src)
     check_model_config(meta, config)
     ids, pos = check_av_tokenizer(meta, tokenizer)
-    model = load_causal_lm(src, device)
-    return LoadedAV(model, tokenizer, meta, ids, pos)
+    model = load_causal_lm(src, device) if load_model else None
+    stops = stop_token_ids(directory, config, tokenizer)
+    return LoadedAV(model, tokenizer, meta, ids, pos, directory, config, stops)
 
 
 def load_value_head(directory: Path, d_model: int) -> torch.Tensor:
@@ -491,9 +555,10 @@ def load_ar(src: Source, device: str | torch.device = "cpu") -> LoadedAR:
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        model = AutoModel.from_pretrained(
-            src.name, dtype=src.dtype, use_safetensors=True, **_pretrained_kwargs(src)
-        )
+        with _load_errors(src, "AR weights"):
+            model = AutoModel.from_pretrained(
+                src.name, dtype=src.dtype, use_safetensors=True, **_pretrained_kwargs(src)
+            )
     finally:
         hf_logging.set_verbosity(verbosity)
     model = model.to(device).eval()

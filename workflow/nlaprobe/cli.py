@@ -84,6 +84,62 @@ def cmd_positions(args) -> int:
     return 0
 
 
+def _source(args, role: str):
+    from nlaprobe.checkpoints import resolve_source
+    from nlaprobe.config import validate_checkpoint_entry
+
+    entry = validate_checkpoint_entry(_json_arg(args.checkpoint, "checkpoint"), "--checkpoint")
+    return resolve_source(entry, role, args.demo_root or None)
+
+
+def cmd_decode(args) -> int:
+    from nlaprobe.decode import decode_shard, parse_condition
+
+    p = _json_arg(args.params, "params")
+    known = {"seed", "max_new_tokens", "batch_size", "n_samples", "temperature", "backend"}
+    unknown = sorted(set(p) - known)
+    if unknown:
+        raise ConfigError(f"--params: unknown key(s) {unknown}; expected some of {sorted(known)}")
+    try:
+        cond = parse_condition(
+            args.cond,
+            n_samples=int(p.get("n_samples", 10)),
+            temperature=float(p.get("temperature", 1.0)),
+        )
+    except ValueError as e:
+        raise ConfigError(f"--cond: {e}") from None
+    decode_shard(
+        _source(args, "av"),
+        args.activations,
+        args.out,
+        cond,
+        seed=int(p.get("seed", 42)),
+        max_new_tokens=int(p.get("max_new_tokens", 200)),
+        batch_size=int(p.get("batch_size", 16)),
+        backend=str(p.get("backend", "hf")),
+        device=args.device,
+        provenance=_json_arg(args.provenance, "provenance") if args.provenance else {},
+    )
+    return 0
+
+
+def cmd_score(args) -> int:
+    from nlaprobe.score import score_shard
+
+    p = _json_arg(args.params, "params") if args.params else {}
+    score_shard(
+        _source(args, "ar"),
+        args.decodes,
+        args.gold,
+        args.out,
+        variant=args.variant,
+        batch_size=int(p.get("batch_size", 16)),
+        device=args.device,
+        provenance=_json_arg(args.provenance, "provenance") if args.provenance else {},
+    )
+    return 0
+
+
 def cmd_build_demo(args) -> int:
     from nlaprobe.demo import build_demo
 
@@ -126,6 +182,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--activations", required=True)
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_positions)
+
+    s = sub.add_parser("decode", help="AV: decode explanations for one activation shard")
+    s.add_argument("--checkpoint", required=True, help="the AV checkpoint entry as JSON")
+    s.add_argument("--activations", required=True, help="the AV family's activation shard")
+    s.add_argument(
+        "--cond", required=True, help="greedy, ban_dq, ban_dq_sq, sample_t1, greedy_L<k>"
+    )
+    s.add_argument("--params", required=True, help="seed, max_new_tokens, batch_size, ... as JSON")
+    s.add_argument("--out", required=True)
+    s.add_argument("--demo-root", help="folder of the demo build, for `demo:` checkpoints")
+    s.add_argument("--provenance", help="JSON stored in the shard metadata")
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(func=cmd_decode)
+
+    s = sub.add_parser("score", help="AR: reconstruct and score one decode shard")
+    s.add_argument("--checkpoint", required=True, help="the AR checkpoint entry as JSON")
+    s.add_argument("--decodes", required=True)
+    s.add_argument("--gold", required=True, help="the AR family's aligned activation shard")
+    s.add_argument("--variant", default="full")
+    s.add_argument("--params", help="batch_size as JSON")
+    s.add_argument("--out", required=True)
+    s.add_argument("--demo-root", help="folder of the demo build, for `demo:` checkpoints")
+    s.add_argument("--provenance", help="JSON stored in the shard metadata")
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(func=cmd_score)
 
     s = sub.add_parser("build-demo", help="build one tiny NLA family of the embedded default")
     s.add_argument("--style", required=True, choices=["qwen", "gemma"])

@@ -275,7 +275,7 @@ def extract(
     return ExtractResult(
         table=table,
         n_docs=len(docs),
-        mean_align_error=float(np.mean(errors)) if errors else (None if positions is None else 0.0),
+        mean_align_error=float(np.mean(errors)) if errors else None,
         max_align_error=int(max(errors)) if errors else None,
         layers=tuple(params.layers),
         d_model=model.config.get_text_config().hidden_size,

@@ -46,11 +46,8 @@ QWEN_MARKER = "\u320e"  # released Qwen2.5-7B L20 marker
 GEMMA_MARKER = "\u321c"  # released Gemma-3 marker
 QWEN_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 
-AV_TEMPLATE = (
-    "Describe the concept encoded in the vector below.\n\n"
-    "<concept>{injection_char}</concept>\n\n"
-    "Write your answer inside <explanation></explanation> tags."
-)
+# Short on purpose: the embedded default trains its AV on the CPU, where every prompt token costs.
+AV_TEMPLATE = "Explain <concept>{injection_char}</concept> in <explanation> tags."
 AR_TEMPLATE = "Explanation of an activation:\n{explanation} Reconstruct the vector."
 
 QWEN_CHAT_TEMPLATE = (

@@ -107,6 +107,10 @@ def vectors_from_column(
     """
     col = table.column(column).combine_chunks()
     n = len(col)
+    if col.null_count:
+        # flatten() skips null rows, so they would shift every later vector
+        bad = int(np.nonzero(col.is_null().to_numpy(zero_copy_only=False))[0][0])
+        raise DataError(f"{where}: column {column!r} row {bad} is null; expected a vector")
     if pa.types.is_fixed_size_list(col.type):
         d = col.type.list_size
         flat = col.flatten().to_numpy(zero_copy_only=False)
@@ -134,3 +138,16 @@ def vectors_from_column(
         bad = int(np.nonzero(~np.isfinite(arr).all(axis=1))[0][0])
         raise DataError(f"{where}: column {column!r} row {bad} has a non-finite value (NaN/inf)")
     return arr
+
+
+def with_meta(table: pa.Table, key: str, obj: Any) -> pa.Table:
+    """Attach `obj` as canonical JSON under `key` in the parquet schema metadata."""
+    meta = dict(table.schema.metadata or {})
+    meta[key.encode()] = json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()
+    return table.replace_schema_metadata(meta)
+
+
+def table_meta(table: pa.Table, key: str) -> Any:
+    """The JSON stored by `with_meta` (None when absent)."""
+    raw = (table.schema.metadata or {}).get(key.encode())
+    return json.loads(raw) if raw is not None else None

@@ -192,8 +192,19 @@ class Plan:
             "layers": self.layers(fam),
         }
         if fam != self.primary:
-            spec["aligned_to"] = self.activation_tag(self.primary, split)
+            spec["aligned_to"] = self.positions_tag(split)
         return spec
+
+    def positions_spec(self, split: str) -> dict:
+        """What the primary family's sampled positions depend on (not its extra layers)."""
+        return {
+            "base": checkpoint_spec(self.cfg, self.primary, "base"),
+            "corpus": corpus_spec(self.cfg["corpus"], split),
+            "sampling": sampling_spec(self.cfg),
+        }
+
+    def positions_tag(self, split: str) -> str:
+        return tag_of(self.positions_spec(split))
 
     def activation_tag(self, fam: str, split: str) -> str:
         return tag_of(self.activation_spec(fam, split))

@@ -1,0 +1,434 @@
+"""Loading AV/AR checkpoints from local folders and from a hub cache, and every live check of
+SPEC §4.5 failing with an error that names the field and both values."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from nlaprobe import constants as C
+from nlaprobe.checkpoints import (
+    _pretrained_kwargs,
+    check_layer,
+    decoder_blocks,
+    get_text_config,
+    is_gemma,
+    load_ar,
+    load_av,
+    load_causal_lm,
+    load_config,
+    load_tokenizer,
+    resolve_source,
+)
+from nlaprobe.errors import CheckpointError, SidecarError
+from nlaprobe.io import read_yaml, write_yaml
+
+K = 2
+D = 64
+N_LAYERS = 4
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+OTHER_COMMIT = "fedcba9876543210fedcba9876543210fedcba98"
+
+
+def src(path: Path, dtype: str = "float32"):
+    return resolve_source({"path": str(path), "dtype": dtype}, "av")
+
+
+def edit_sidecar(directory: Path, fn) -> dict:
+    meta = read_yaml(directory / C.SIDECAR_NAME)
+    fn(meta)
+    write_yaml(directory / C.SIDECAR_NAME, meta)
+    return meta
+
+
+def file_tensors(path: Path) -> dict[str, torch.Tensor]:
+    with safe_open(str(path), "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+@pytest.mark.parametrize("name", ["qwen_family", "gemma_family", "legacy_family"])
+def test_load_av(request, name):
+    family = request.getfixturevalue(name)
+    raw = read_yaml(family / "av" / C.SIDECAR_NAME)
+    av = load_av(src(family / "av"))
+    assert av.meta.role == "av"
+    assert av.meta.d_model == D
+    assert av.meta.injection_scale == pytest.approx(raw["extraction"]["injection_scale"])
+    assert av.meta.mse_scale == pytest.approx(math.sqrt(D))
+    assert av.meta.layer == K
+    marker_id = raw["tokens"]["injection_token_id"]
+    assert av.prompt_ids[av.marker_pos] == marker_id
+    assert av.prompt_ids.count(marker_id) == 1
+    assert av.prompt_ids[av.marker_pos - 1] == raw["tokens"]["injection_left_neighbor_id"]
+    assert av.prompt_ids[av.marker_pos + 1] == raw["tokens"]["injection_right_neighbor_id"]
+    rendered = av.tokenizer.apply_chat_template(
+        [{"role": "user", "content": av.meta.av_template.format(injection_char="\u320e")}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    if name == "qwen_family":
+        assert rendered.startswith("<|im_start|>system\nYou are Qwen")
+    else:
+        assert av.prompt_ids[0] == av.tokenizer.bos_token_id
+        assert av.prompt_ids.count(av.tokenizer.bos_token_id) == 1
+    assert av.model.dtype == torch.float32
+    assert len(decoder_blocks(av.model)) == N_LAYERS
+    weights = file_tensors(family / "av" / "model.safetensors")
+    torch.testing.assert_close(
+        av.model.get_input_embeddings().weight, weights["model.embed_tokens.weight"]
+    )
+
+
+@pytest.mark.parametrize("name", ["qwen_family", "gemma_family", "legacy_family"])
+def test_load_ar(request, name):
+    family = request.getfixturevalue(name)
+    ar = load_ar(src(family / "ar"))
+    assert ar.meta.role == "ar"
+    assert ar.meta.layer == K
+    assert len(decoder_blocks(ar.model)) == K + 1
+    assert get_text_config(ar.model.config).num_hidden_layers == K + 1
+    assert ar.value_head.dtype == torch.bfloat16
+    assert tuple(ar.value_head.shape) == (D, D)
+    head = file_tensors(family / "ar" / C.VALUE_HEAD_FILE)["weight"]
+    assert torch.equal(ar.value_head, head)
+    # the blocks really come from the file (not silently re-initialised)
+    weights = file_tensors(family / "ar" / "model.safetensors")
+    blocks = decoder_blocks(ar.model)
+    torch.testing.assert_close(
+        blocks[K].mlp.up_proj.weight, weights[f"model.layers.{K}.mlp.up_proj.weight"]
+    )
+    torch.testing.assert_close(
+        ar.model.get_input_embeddings().weight, weights["model.embed_tokens.weight"]
+    )
+
+
+def test_legacy_ar_reads_num_hidden_layers_minus_one(legacy_family):
+    raw = read_yaml(legacy_family / "ar" / C.SIDECAR_NAME)
+    assert raw["role"] == "critic" and raw["critic"] == {"num_hidden_layers": 3}
+    ar = load_ar(src(legacy_family / "ar"))
+    assert ar.meta.layer == 2
+    assert len(decoder_blocks(ar.model)) == 3
+    assert tuple(ar.value_head.shape) == (D, D)
+    assert ar.meta.mse_scale == pytest.approx(8.0)
+
+
+def test_default_dtype_is_bfloat16(qwen_family):
+    s = resolve_source({"path": str(qwen_family / "av")}, "av")
+    assert s.dtype == torch.bfloat16
+    assert load_causal_lm(s).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize(
+    ("name", "part", "n_blocks", "gemma", "multimodal"),
+    [
+        ("gemma_family", "base", N_LAYERS, True, True),
+        ("gemma_family", "av", N_LAYERS, True, False),
+        ("legacy_family", "base", N_LAYERS, True, False),
+        ("qwen_family", "base", N_LAYERS, False, False),
+    ],
+)
+def test_architecture_helpers_on_loaded_models(request, name, part, n_blocks, gemma, multimodal):
+    model = load_causal_lm(src(request.getfixturevalue(name) / part))
+    cfg = model.config
+    text = get_text_config(cfg)
+    assert (text is not cfg) == multimodal
+    assert text.hidden_size == D and text.num_hidden_layers == n_blocks
+    assert is_gemma(cfg) == gemma
+    blocks = decoder_blocks(model)
+    assert isinstance(blocks, torch.nn.ModuleList) and len(blocks) == n_blocks
+    assert check_layer(model, n_blocks - 1, "x") == n_blocks
+    for bad in (n_blocks, 9, -1):
+        with pytest.raises(CheckpointError, match=f"x: layer {bad} out of range"):
+            check_layer(model, bad, "x")
+
+
+def test_check_layer_on_a_config(gemma_family):
+    cfg = load_config(src(gemma_family / "base"))
+    assert check_layer(cfg, 0, "cfg") == N_LAYERS
+    with pytest.raises(CheckpointError, match=r"layer 9 out of range.*4 blocks"):
+        check_layer(cfg, 9, "cfg")
+
+
+def test_trust_remote_code_defaults_off(qwen_family):
+    local = resolve_source({"path": str(qwen_family / "av")}, "av")
+    assert local.trust_remote_code is False
+    assert _pretrained_kwargs(local) == {"trust_remote_code": False}
+    hub = resolve_source({"id": "org/m", "revision": COMMIT}, "av")
+    assert _pretrained_kwargs(hub) == {"trust_remote_code": False, "revision": COMMIT}
+    assert resolve_source({"id": "org/m"}, "av").revision == "main"
+    opted = resolve_source({"id": "org/m", "trust_remote_code": True}, "av")
+    assert _pretrained_kwargs(opted)["trust_remote_code"] is True
+
+
+def test_bad_entries(tmp_path):
+    with pytest.raises(CheckpointError, match="float64"):
+        resolve_source({"path": str(tmp_path), "dtype": "float64"}, "av")
+    with pytest.raises(CheckpointError, match="give exactly one of"):
+        resolve_source({"revision": COMMIT}, "av")
+    with pytest.raises(CheckpointError, match="demo_root"):
+        resolve_source({"demo": "qwen"}, "av")
+    assert resolve_source({"demo": "qwen"}, "ar", demo_root=tmp_path).name == str(tmp_path / "ar")
+
+
+# ----------------------------------------------------------------------------- live checks
+
+
+def _ids(meta: dict) -> dict:
+    return meta["tokens"]
+
+
+def test_injection_token_id_drift(qwen_family, copy_dir):
+    d = copy_dir(qwen_family / "av")
+    marker_id = read_yaml(d / C.SIDECAR_NAME)["tokens"]["injection_token_id"]
+    edit_sidecar(d, lambda m: _ids(m).update(injection_token_id=marker_id + 1))
+    with pytest.raises(SidecarError) as info:
+        load_av(src(d))
+    msg = str(info.value)
+    assert "tokens.injection_token_id" in msg
+    assert f"is {marker_id + 1}" in msg and f"[{marker_id}]" in msg
+
+
+@pytest.mark.parametrize("name", ["qwen_family", "gemma_family"])
+def test_multi_token_injection_char(request, name, copy_dir):
+    d = copy_dir(request.getfixturevalue(name) / "av")
+    meta = read_yaml(d / C.SIDECAR_NAME)
+    marker, marker_id = meta["tokens"]["injection_char"], meta["tokens"]["injection_token_id"]
+    edit_sidecar(d, lambda m: _ids(m).update(injection_char=marker * 2))
+    with pytest.raises(SidecarError) as info:
+        load_av(src(d))
+    msg = str(info.value)
+    assert "tokens.injection_token_id" in msg and "injection_char" in msg
+    assert f"is {marker_id}" in msg and f"[{marker_id}, {marker_id}]" in msg
+
+
+def test_marker_that_is_the_unk_token(gemma_family, copy_dir):
+    d = copy_dir(gemma_family / "av")
+    tok = load_tokenizer(src(d))
+    unk = tok.unk_token_id
+    assert tok(tok.unk_token, add_special_tokens=False)["input_ids"] == [unk]
+    edit_sidecar(d, lambda m: _ids(m).update(injection_char=tok.unk_token, injection_token_id=unk))
+    with pytest.raises(SidecarError, match="UNK"):
+        load_av(src(d))
+
+
+@pytest.mark.parametrize("name", ["qwen_family", "gemma_family"])
+def test_marker_twice_in_the_template(request, name, copy_dir):
+    d = copy_dir(request.getfixturevalue(name) / "av")
+    edit_sidecar(
+        d,
+        lambda m: m["prompt_templates"].update(av="A {injection_char} and {injection_char} end."),
+    )
+    with pytest.raises(SidecarError) as info:
+        load_av(src(d))
+    msg = str(info.value)
+    assert "prompt_templates.av" in msg
+    assert "2 times" in msg and "exactly once" in msg
+
+
+def test_marker_first_in_the_prompt(qwen_family, copy_dir):
+    d = copy_dir(qwen_family / "av")
+    # a chat template that adds nothing, and a template that starts with the marker
+    (d / "chat_template.jinja").write_text("{{ messages[0]['content'] }}")
+    edit_sidecar(d, lambda m: m["prompt_templates"].update(av="{injection_char} then text"))
+    with pytest.raises(SidecarError) as info:
+        load_av(src(d))
+    assert "position 0 of" in str(info.value)
+    assert "prompt_templates.av" in str(info.value)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("name", ["qwen_family", "legacy_family"])
+def test_wrong_neighbour(request, name, side, copy_dir):
+    d = copy_dir(request.getfixturevalue(name) / "av")
+    key = f"injection_{side}_neighbor_id"
+    live = read_yaml(d / C.SIDECAR_NAME)["tokens"][key]
+    edit_sidecar(d, lambda m: _ids(m).update({key: live + 7}))
+    with pytest.raises(SidecarError) as info:
+        load_av(src(d))
+    msg = str(info.value)
+    assert f"tokens.{key} is {live + 7}" in msg
+    assert f"has {live} there" in msg
+
+
+@pytest.mark.parametrize("part", ["av", "ar"])
+def test_d_model_differs_from_hidden_size(gemma_family, copy_dir, part):
+    d = copy_dir(gemma_family / part)
+    edit_sidecar(d, lambda m: m.update(d_model=32))
+    loader = load_av if part == "av" else load_ar
+    with pytest.raises(SidecarError) as info:
+        loader(src(d))
+    msg = str(info.value)
+    assert "d_model is 32" in msg and "hidden_size is 64" in msg
+
+
+def test_ar_config_layers_differ_from_k_plus_1(qwen_family, copy_dir):
+    d = copy_dir(qwen_family / "ar")
+    edit_sidecar(d, lambda m: m["critic"].update(extraction_layer_index=1))
+    with pytest.raises(SidecarError) as info:
+        load_ar(src(d))
+    msg = str(info.value)
+    assert "K=1" in msg and "K+1=2" in msg and "num_hidden_layers is 3" in msg
+
+
+def test_legacy_ar_num_hidden_layers_drift(legacy_family, copy_dir):
+    d = copy_dir(legacy_family / "ar")
+    edit_sidecar(d, lambda m: m["critic"].update(num_hidden_layers=4))
+    with pytest.raises(SidecarError) as info:
+        load_ar(src(d))
+    assert "K+1=4" in str(info.value) and "num_hidden_layers is 3" in str(info.value)
+
+
+def test_missing_value_head(qwen_family, copy_dir):
+    d = copy_dir(qwen_family / "ar")
+    (d / C.VALUE_HEAD_FILE).unlink()
+    with pytest.raises(CheckpointError) as info:
+        load_ar(src(d))
+    assert str(d / C.VALUE_HEAD_FILE) in str(info.value)
+    assert "value head missing" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("tensors", "needles"),
+    [
+        ({"weight": torch.zeros(D, D + 1)}, ["(64, 65)", "[64, 64]"]),
+        ({"weight": torch.zeros(32, 32)}, ["(32, 32)", "[64, 64]"]),
+        ({"w": torch.zeros(D, D)}, ["'weight'", "['w']"]),
+    ],
+    ids=["not-square", "wrong-d", "wrong-key"],
+)
+def test_bad_value_head(gemma_family, copy_dir, tensors, needles):
+    d = copy_dir(gemma_family / "ar")
+    save_file({k: v.to(torch.bfloat16) for k, v in tensors.items()}, str(d / C.VALUE_HEAD_FILE))
+    with pytest.raises(CheckpointError) as info:
+        load_ar(src(d))
+    msg = str(info.value)
+    assert str(d / C.VALUE_HEAD_FILE) in msg
+    for needle in needles:
+        assert needle in msg, (needle, msg)
+
+
+def test_corrupt_value_head(qwen_family, copy_dir):
+    d = copy_dir(qwen_family / "ar")
+    (d / C.VALUE_HEAD_FILE).write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        load_ar(src(d))
+
+
+def test_critic_suffix_ids_drift(qwen_family, copy_dir):
+    d = copy_dir(qwen_family / "ar")
+    live = read_yaml(d / C.SIDECAR_NAME)["tokens"]["critic_suffix_ids"]
+    drifted = [*live[:-1], live[-1] + 1]
+    edit_sidecar(d, lambda m: _ids(m).update(critic_suffix_ids=drifted))
+    with pytest.raises(SidecarError) as info:
+        load_ar(src(d))
+    msg = str(info.value)
+    assert f"tokens.critic_suffix_ids is {drifted}" in msg
+    assert f"with {live}" in msg
+
+
+def test_missing_checkpoint_directory(tmp_path):
+    missing = tmp_path / "nowhere" / "av"
+    for loader in (load_av, load_ar):
+        with pytest.raises(CheckpointError) as info:
+            loader(src(missing))
+        assert str(missing) in str(info.value) and "not found" in str(info.value)
+
+
+def test_missing_sidecar_and_wrong_role(qwen_family, copy_dir):
+    d = copy_dir(qwen_family / "av")
+    (d / C.SIDECAR_NAME).unlink()
+    with pytest.raises(SidecarError, match="nla_meta.yaml: missing"):
+        load_av(src(d))
+    with pytest.raises(SidecarError, match="role is 'ar'"):
+        load_av(src(qwen_family / "ar"))
+    with pytest.raises(SidecarError, match="role is 'av'"):
+        load_ar(src(qwen_family / "av"))
+
+
+def test_local_directory_without_weights_is_a_checkpoint_error(qwen_family, copy_dir):
+    d = copy_dir(qwen_family / "av")
+    (d / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError) as info:
+        load_av(src(d))
+    assert str(d) in str(info.value)
+
+
+# ----------------------------------------------------------------------------- hub cache
+
+
+def _hub_cache(root: Path, repo: str, files: Path, commit: str = COMMIT) -> Path:
+    """An HF hub cache holding `files` as snapshot `commit` of `repo`, with refs/main -> commit."""
+    repo_dir = root / ("models--" + repo.replace("/", "--"))
+    shutil.copytree(files, repo_dir / "snapshots" / commit)
+    (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
+    (repo_dir / "refs" / "main").write_text(commit)
+    return root
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch, qwen_family):
+    """A hub cache with tiny-org/nla-av and tiny-org/nla-ar, used offline.
+
+    huggingface_hub reads HF_HUB_CACHE / HF_HUB_OFFLINE into `huggingface_hub.constants` at
+    import; both transformers 5 and huggingface_hub 2 look the constants up at call time, so
+    patching the constants (besides the environment, for subprocesses) is what takes effect."""
+    import huggingface_hub.constants as hub_constants
+
+    cache = tmp_path / "hub"
+    _hub_cache(cache, "tiny-org/nla-av", qwen_family / "av")
+    _hub_cache(cache, "tiny-org/nla-ar", qwen_family / "ar")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    return cache
+
+
+@pytest.mark.parametrize("revision", [COMMIT, "main"])
+def test_load_from_hub_cache(hub_cache, qwen_family, revision):
+    entry = {"id": "tiny-org/nla-av", "revision": revision, "dtype": "float32"}
+    s = resolve_source(entry, "av")
+    assert not s.local and s.revision == revision
+    av = load_av(s)
+    snapshot = hub_cache / "models--tiny-org--nla-av" / "snapshots" / COMMIT
+    assert Path(av.meta.path) == snapshot / C.SIDECAR_NAME
+    local = load_av(src(qwen_family / "av"))
+    assert av.prompt_ids == local.prompt_ids and av.marker_pos == local.marker_pos
+    torch.testing.assert_close(
+        av.model.get_input_embeddings().weight, local.model.get_input_embeddings().weight
+    )
+    ar = load_ar(resolve_source({**entry, "id": "tiny-org/nla-ar"}, "ar"))
+    assert ar.meta.layer == K and len(decoder_blocks(ar.model)) == K + 1
+    assert tuple(ar.value_head.shape) == (D, D)
+
+
+@pytest.mark.parametrize("revision", [OTHER_COMMIT, "v2"])
+def test_revision_not_in_cache(hub_cache, revision):
+    for repo, loader in (("tiny-org/nla-av", load_av), ("tiny-org/nla-ar", load_ar)):
+        entry = {"id": repo, "revision": revision, "dtype": "float32"}
+        with pytest.raises(CheckpointError) as info:
+            loader(resolve_source(entry, "av"))
+        assert repo in str(info.value) and revision in str(info.value)
+
+
+def test_repo_not_in_cache(hub_cache):
+    entry = {"id": "tiny-org/absent", "revision": COMMIT}
+    for fn in (load_tokenizer, load_config, load_causal_lm):
+        with pytest.raises(CheckpointError) as info:
+            fn(resolve_source(entry, "av"))
+        assert "tiny-org/absent" in str(info.value) and COMMIT in str(info.value)
+
+
+def test_invalid_repo_id(hub_cache):
+    with pytest.raises(CheckpointError, match="not a repo"):
+        load_av(resolve_source({"id": "not a repo!!"}, "av"))

@@ -1,0 +1,454 @@
+"""Pure parts of the decode stage (SPEC §4.6-§4.8): explanation extraction, leak counting, the
+banned-token set on the fixture tokenizers, conditions, per-sample seeds, the shared request
+builder and the engine-independent halves of the vLLM backend."""
+
+from __future__ import annotations
+
+import re
+import sys
+import types
+import unicodedata
+
+import numpy as np
+import pytest
+import torch
+
+from nlaprobe import decode as D
+
+# SPEC §4.7 quote families, spelled by Unicode name so the test does not copy the module's string.
+DQ_NAMES = (
+    "QUOTATION MARK",
+    "LEFT DOUBLE QUOTATION MARK",
+    "RIGHT DOUBLE QUOTATION MARK",
+    "DOUBLE LOW-9 QUOTATION MARK",
+    "DOUBLE HIGH-REVERSED-9 QUOTATION MARK",
+    "FULLWIDTH QUOTATION MARK",
+    "LEFT-POINTING DOUBLE ANGLE QUOTATION MARK",
+    "RIGHT-POINTING DOUBLE ANGLE QUOTATION MARK",
+)
+SQ_NAMES = (
+    "APOSTROPHE",
+    "LEFT SINGLE QUOTATION MARK",
+    "RIGHT SINGLE QUOTATION MARK",
+    "SINGLE LOW-9 QUOTATION MARK",
+    "SINGLE HIGH-REVERSED-9 QUOTATION MARK",
+    "FULLWIDTH APOSTROPHE",
+)
+DQ = "".join(unicodedata.lookup(n) for n in DQ_NAMES)
+SQ = "".join(unicodedata.lookup(n) for n in SQ_NAMES)
+
+
+# ----------------------------------------------------------------------------- explanations
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("<explanation>A cat.</explanation>", "A cat."),
+        ("preamble <explanation>  padded \t</explanation> tail", "padded"),
+        ("<explanation>first</explanation> and <explanation>second</explanation>", "first"),
+        ("<explanation>\nline one\nline two\n</explanation>", "line one\nline two"),
+        ("<explanation></explanation>", ""),
+        ("<explanation>   \n </explanation>", ""),
+        # non-greedy: the first closing tag ends the match, inner opening tags are text
+        (
+            "<explanation>outer <explanation>inner</explanation> rest</explanation>",
+            "outer <explanation>inner",
+        ),
+        ('<explanation>says "hi" <b>bold</b></explanation>', 'says "hi" <b>bold</b>'),
+    ],
+)
+def test_extract_explanation(text, expected):
+    assert D.extract_explanation(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "no tags at all",
+        "<explanation> never closed",
+        "only a closing tag </explanation>",
+        "</explanation> reversed <explanation>",
+        "<Explanation>wrong case</Explanation>",
+        "<explanation >space in tag</explanation>",
+    ],
+)
+def test_extract_explanation_tag_failure(text):
+    assert D.extract_explanation(text) is None
+
+
+def test_count_leaks():
+    text = "He said \u201chi\u201d and 'bye' \u00abok\u00bb \uff02"
+    assert D.count_leaks(text, DQ) == 5
+    assert D.count_leaks(text, SQ) == 2
+    assert D.count_leaks(text, DQ + SQ) == 7
+    assert D.count_leaks(text, "") == 0
+    assert D.count_leaks("plain text", DQ + SQ) == 0
+    assert D.count_leaks('""""', '"') == 4
+
+
+# ----------------------------------------------------------------------------- quote families
+
+
+def test_quote_families_match_spec():
+    assert D.DOUBLE_QUOTES == DQ
+    assert D.SINGLE_QUOTES == SQ
+    assert len(set(DQ)) == 8 and len(set(SQ)) == 6
+    assert D.BAN_SETS["ban_dq"] == DQ
+    assert set(D.BAN_SETS["ban_dq_sq"]) == set(DQ + SQ)
+    assert len(D.BAN_SETS["ban_dq_sq"]) == 14
+
+
+# ----------------------------------------------------------------------------- banned token ids
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character table (byte-level BPE vocabularies)."""
+    bs = list(range(ord("!"), ord("~") + 1))
+    bs += list(range(ord("\u00a1"), ord("\u00ac") + 1)) + list(
+        range(ord("\u00ae"), ord("\u00ff") + 1)
+    )
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs), strict=True))
+
+
+def _piece_text(tokenizer, style: str, token_id: int) -> str:
+    """What one token decodes to, computed from the vocabulary string (not `tokenizer.decode`)."""
+    piece = tokenizer.convert_ids_to_tokens(token_id)
+    if token_id in tokenizer.all_special_ids:
+        return piece
+    if style == "qwen":
+        inv = {c: b for b, c in _bytes_to_unicode().items()}
+        if all(c in inv for c in piece):
+            return bytes(inv[c] for c in piece).decode("utf-8", errors="replace")
+        return piece  # added tokens are stored as plain text
+    m = re.fullmatch(r"<0x([0-9A-F]{2})>", piece)
+    if m:
+        return bytes([int(m.group(1), 16)]).decode("utf-8", errors="replace")
+    return piece.replace("\u2581", " ")
+
+
+@pytest.fixture(scope="module")
+def tokenizers(qwen_family, gemma_family):
+    from transformers import AutoTokenizer
+
+    return {
+        "qwen": AutoTokenizer.from_pretrained(qwen_family / "av"),
+        "gemma": AutoTokenizer.from_pretrained(gemma_family / "av"),
+    }
+
+
+@pytest.mark.parametrize("style", ["qwen", "gemma"])
+@pytest.mark.parametrize("chars", [DQ, SQ, DQ + SQ], ids=["dq", "sq", "dq_sq"])
+def test_banned_token_ids_brute_force(tokenizers, style, chars):
+    tok = tokenizers[style]
+    got = D.banned_token_ids(tok, chars)
+    expected = [i for i in range(len(tok)) if set(_piece_text(tok, style, i)) & set(chars)]
+    assert got == expected
+    assert got, "the fixture vocabularies contain quote tokens"
+    assert got == sorted(set(got))
+
+
+@pytest.mark.parametrize("style", ["qwen", "gemma"])
+def test_banned_token_ids_known_tokens(tokenizers, style):
+    tok = tokenizers[style]
+    banned = set(D.banned_token_ids(tok, DQ + SQ))
+    n_single = 0
+    for ch in DQ + SQ:
+        enc = tok(ch, add_special_tokens=False)["input_ids"]
+        if len(enc) == 1:
+            n_single += 1
+            assert enc[0] in banned, (ch, enc)
+    assert n_single >= 2  # at least the ASCII quote and apostrophe
+    for word in (" the", "the", " of", "."):
+        enc = tok(word, add_special_tokens=False)["input_ids"]
+        if len(enc) == 1:
+            assert enc[0] not in banned, word
+    the = tok(" the", add_special_tokens=False)["input_ids"]
+    assert len(the) == 1 and the[0] not in banned
+    assert not banned & set(tok.all_special_ids)
+    # a banned set of one family does not ban the other
+    only_sq = set(D.banned_token_ids(tok, SQ))
+    apostrophe = tok("'", add_special_tokens=False)["input_ids"]
+    quote = tok('"', add_special_tokens=False)["input_ids"]
+    assert apostrophe[0] in only_sq and quote[0] not in only_sq
+
+
+def test_banned_token_ids_empty_set(tokenizers):
+    assert D.banned_token_ids(tokenizers["qwen"], "") == []
+
+
+# ----------------------------------------------------------------------------- conditions
+
+
+def test_parse_condition_all_names():
+    g = D.parse_condition("greedy")
+    assert (g.temperature, g.n_samples, g.banned_chars, g.layer, g.greedy) == (
+        0.0,
+        1,
+        "",
+        None,
+        True,
+    )
+
+    b = D.parse_condition("ban_dq")
+    assert (b.temperature, b.n_samples, b.layer, b.greedy) == (0.0, 1, None, True)
+    assert b.banned_chars == DQ
+
+    b2 = D.parse_condition("ban_dq_sq")
+    assert set(b2.banned_chars) == set(DQ + SQ) and b2.greedy and b2.n_samples == 1
+
+    s = D.parse_condition("sample_t1")
+    assert (s.temperature, s.n_samples, s.banned_chars, s.layer, s.greedy) == (
+        1.0,
+        10,
+        "",
+        None,
+        False,
+    )
+    s3 = D.parse_condition("sample_t1", n_samples=3, temperature=0.7)
+    assert (s3.temperature, s3.n_samples) == (0.7, 3)
+
+    for k in (0, 3, 41):
+        layer = D.parse_condition(f"greedy_L{k}")
+        assert (layer.layer, layer.temperature, layer.n_samples, layer.banned_chars) == (
+            k,
+            0.0,
+            1,
+            "",
+        )
+        assert layer.name == f"greedy_L{k}"
+
+    # n_samples only matters for sampling
+    assert D.parse_condition("greedy", n_samples=7).n_samples == 1
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["nope", "", "GREEDY", "greedy_L", "greedy_Lx", "greedy_L-1", "sample_t2", "ban_sq", " greedy"],
+)
+def test_parse_condition_unknown(name):
+    with pytest.raises(ValueError) as err:
+        D.parse_condition(name)
+    msg = str(err.value)
+    assert repr(name) in msg
+    for valid in ("greedy", "ban_dq", "ban_dq_sq", "sample_t1", "greedy_L"):
+        assert valid in msg
+
+
+@pytest.mark.parametrize(("n", "t"), [(0, 1.0), (3, 0.0), (2, -1.0)])
+def test_parse_condition_bad_sampling(n, t):
+    with pytest.raises(ValueError, match="sample_t1"):
+        D.parse_condition("sample_t1", n_samples=n, temperature=t)
+
+
+# ----------------------------------------------------------------------------- seeds
+
+
+def test_sample_seed():
+    s = D.sample_seed(42, "builtin:pydoc:topics:3", 57, 0)
+    assert s == D.sample_seed(42, "builtin:pydoc:topics:3", 57, 0)
+    assert isinstance(s, int)
+    seeds = {
+        D.sample_seed(seed, f"c:s:{doc}", pos, k)
+        for seed in (0, 42)
+        for doc in range(4)
+        for pos in (50, 51, 90)
+        for k in range(10)
+    }
+    assert len(seeds) == 2 * 4 * 3 * 10
+    assert all(0 <= x < 2**63 for x in seeds)
+    # each key changes the seed on its own
+    base = D.sample_seed(42, "a", 50, 0)
+    assert len({base, D.sample_seed(43, "a", 50, 0), D.sample_seed(42, "b", 50, 0)}) == 3
+    assert len({base, D.sample_seed(42, "a", 51, 0), D.sample_seed(42, "a", 50, 1)}) == 3
+    # usable as a torch seed
+    torch.Generator().manual_seed(max(seeds))
+
+
+def test_build_requests():
+    cond = D.parse_condition("sample_t1", n_samples=3)
+    reqs = D.build_requests(["d:0", "d:1"], [50, 61], cond, seed=9)
+    assert [(r.row, r.sample) for r in reqs] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+    assert all(r.seed == D.sample_seed(9, r.doc_id, r.position, r.sample) for r in reqs)
+    assert [r.position for r in reqs] == [50, 50, 50, 61, 61, 61]
+    assert len(D.build_requests(["d:0", "d:1"], [50, 61], D.parse_condition("greedy"), 9)) == 2
+
+
+# ----------------------------------------------------------------------------- prompt embeddings
+
+
+def test_build_prompt_embeds():
+    rng = np.random.default_rng(3)
+    t, d, marker, scale = 7, 16, 3, 150.0
+    base = torch.from_numpy(rng.standard_normal((t, d)).astype(np.float32))
+    base_copy = base.clone()
+    vecs = rng.standard_normal((5, d)).astype(np.float32) * np.array(
+        [[1], [1e-3], [1e4], [1], [1]], np.float32
+    )
+    vecs[3] = 0.0
+    vecs[4, 2] = np.nan
+    out = D.build_prompt_embeds(base, marker, vecs, scale)
+
+    assert out.embeds.shape == (5, t, d) and out.embeds.dtype == torch.float32
+    assert out.ok.tolist() == [True, True, True, False, False]
+    assert out.errors[:3] == [None, None, None]
+    assert "zero" in out.errors[3]
+    assert "non-finite" in out.errors[4]
+    assert torch.equal(base, base_copy), "the base embeddings are not modified"
+    for i in range(3):
+        row = out.embeds[i, marker].double().numpy()
+        v = vecs[i].astype(np.float64)
+        assert np.linalg.norm(row) == pytest.approx(scale, rel=1e-6)
+        assert row @ v / (np.linalg.norm(row) * np.linalg.norm(v)) == pytest.approx(1.0, abs=1e-6)
+        np.testing.assert_allclose(row, v * scale / np.linalg.norm(v), rtol=1e-5, atol=1e-4)
+    for i in range(5):
+        others = [j for j in range(t) if j != marker]
+        assert torch.equal(out.embeds[i, others], base[others])
+
+
+def test_build_prompt_embeds_inf_row():
+    base = torch.zeros(4, 3)
+    out = D.build_prompt_embeds(base, 1, np.array([[np.inf, 0, 0], [0, 2, 0]], np.float32), 5.0)
+    assert out.ok.tolist() == [False, True]
+    assert "non-finite" in out.errors[0]
+    assert out.embeds[1, 1].tolist() == [0.0, 5.0, 0.0]
+    assert torch.isfinite(out.embeds).all()
+
+
+@pytest.mark.parametrize("shape", [(2, 15), (2, 17), (16,), (1, 2, 16)])
+def test_build_prompt_embeds_wrong_width(shape):
+    with pytest.raises(ValueError, match="16"):
+        D.build_prompt_embeds(torch.zeros(5, 16), 2, np.ones(shape, np.float32), 1.0)
+
+
+# ----------------------------------------------------------------------------- backends
+
+
+def test_get_backend():
+    assert D.get_backend("hf") is D.HFBackend
+    assert D.get_backend("vllm") is D.VLLMBackend
+    with pytest.raises(ValueError) as err:
+        D.get_backend("nope")
+    msg = str(err.value)
+    assert "'nope'" in msg and "'hf'" in msg and "'vllm'" in msg
+
+
+def _request(sample: int = 0) -> D.Request:
+    return D.Request(0, "c:s:1", 55, sample, D.sample_seed(42, "c:s:1", 55, sample))
+
+
+def test_vllm_sampling_kwargs_greedy():
+    settings = D.DecodeSettings(max_new_tokens=37, stop_token_ids=(5, 9))
+    kw = D.vllm_sampling_kwargs(D.parse_condition("greedy"), _request(), settings)
+    assert kw["temperature"] == 0.0 and kw["n"] == 1
+    assert kw["max_tokens"] == 37
+    assert "logit_bias" not in kw
+    assert (kw["repetition_penalty"], kw["presence_penalty"], kw["frequency_penalty"]) == (
+        1.0,
+        0.0,
+        0.0,
+    )
+    assert kw["stop_token_ids"] == [5, 9]
+
+
+def test_vllm_sampling_kwargs_sampling():
+    settings = D.DecodeSettings(max_new_tokens=200)
+    cond = D.parse_condition("sample_t1", n_samples=3)
+    kws = [D.vllm_sampling_kwargs(cond, _request(k), settings) for k in range(3)]
+    for k, kw in enumerate(kws):
+        assert kw["temperature"] == 1.0 and kw["n"] == 1
+        assert kw["seed"] == D.sample_seed(42, "c:s:1", 55, k)
+        assert kw["max_tokens"] == 200
+        assert (kw["repetition_penalty"], kw["presence_penalty"], kw["frequency_penalty"]) == (
+            1.0,
+            0.0,
+            0.0,
+        )
+        assert "logit_bias" not in kw
+    assert len({kw["seed"] for kw in kws}) == 3
+
+
+def test_vllm_sampling_kwargs_bans():
+    settings = D.DecodeSettings(max_new_tokens=5, banned_ids=(3, 17, 250))
+    kw = D.vllm_sampling_kwargs(D.parse_condition("ban_dq_sq"), _request(), settings)
+    assert kw["logit_bias"] == {3: -1e9, 17: -1e9, 250: -1e9}
+    assert all(type(k) is int for k in kw["logit_bias"])
+    assert kw["temperature"] == 0.0 and kw["n"] == 1 and kw["max_tokens"] == 5
+
+
+def test_vllm_prompts():
+    embeds = torch.randn(3, 6, 8)
+    prompts = D.vllm_prompts(embeds)
+    assert len(prompts) == 3
+    for i, p in enumerate(prompts):
+        assert set(p) == {"prompt_embeds"}
+        assert tuple(p["prompt_embeds"].shape) == (6, 8)
+        assert torch.equal(p["prompt_embeds"], embeds[i])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_vllm_backend_with_a_stub_engine(monkeypatch, dtype):
+    """VLLMBackend's own logic (engine arguments, embeddings-only prompts in the engine's dtype,
+    per-request sampling parameters, output parsing) against a stand-in `vllm` module."""
+    calls: dict = {}
+
+    class FakeLLM:
+        def __init__(self, **kwargs):
+            calls["init"] = kwargs
+
+        def generate(self, prompts, sampling_params, use_tqdm=True):
+            calls["prompts"], calls["params"] = prompts, sampling_params
+            return [
+                types.SimpleNamespace(
+                    outputs=[
+                        types.SimpleNamespace(
+                            text=f"text {i}",
+                            token_ids=list(range(i + 2)),
+                            finish_reason="stop" if i == 0 else "length",
+                        )
+                    ]
+                )
+                for i in range(len(prompts))
+            ]
+
+    class FakeSamplingParams:
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+
+    fake = types.ModuleType("vllm")
+    fake.LLM, fake.SamplingParams = FakeLLM, FakeSamplingParams
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+
+    settings = D.DecodeSettings(max_new_tokens=9, stop_token_ids=(2,), banned_ids=(4, 7))
+    engine = D.get_backend("vllm")("/ckpt/av", None, settings, dtype=dtype, max_model_len=64)
+    assert calls["init"] == {
+        "model": "/ckpt/av",
+        "enable_prompt_embeds": True,
+        "dtype": dtype,
+        "max_model_len": 64,
+    }
+    cond = D.parse_condition("sample_t1", n_samples=2)
+    requests = D.build_requests(["c:s:0"], [50], cond, seed=3)
+    embeds = torch.randn(2, 5, 8)
+    gens = engine.generate(embeds, requests, cond)
+
+    assert len(calls["prompts"]) == 2
+    for i, p in enumerate(calls["prompts"]):
+        assert set(p) == {"prompt_embeds"}
+        assert p["prompt_embeds"].dtype == getattr(torch, dtype)
+        torch.testing.assert_close(p["prompt_embeds"].float(), embeds[i], rtol=1e-2, atol=1e-2)
+    assert [sp.kwargs for sp in calls["params"]] == [
+        D.vllm_sampling_kwargs(cond, r, settings) for r in requests
+    ]
+    assert [(g.text, g.n_tokens, g.finish_reason) for g in gens] == [
+        ("text 0", 2, "stop"),
+        ("text 1", 3, "length"),
+    ]

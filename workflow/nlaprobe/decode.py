@@ -1,0 +1,544 @@
+"""AV decoding: activation vectors -> explanations (SPEC §4.6-§4.8).
+
+inputs -> outputs: an activation shard (the AV family's own vectors) + an AV checkpoint + a decode
+condition -> a decode shard with one row per (activation row, sample): raw text, extracted
+explanation (null on tag failure), token count, finish reason, seed, banned-character leaks.
+
+Invariants:
+- one request builder for every backend (`build_prompt_embeds`): prompt ids from the chat
+  template in one step, embeddings from the model's own embedding module (so Gemma's √d scale is
+  applied), in fp32; the marker row replaced by v·injection_scale/‖v‖ (norm in fp32). A zero or
+  non-finite vector is an error recorded for that row, never a crash of the shard;
+- only embeddings go to the engine, never ids too;
+- sampling is seeded per (seed, doc_id, position, sample index): any shard reruns alone, in any
+  batch composition, with identical samples (HF: Gumbel-max with a per-row generator; vLLM: a
+  per-request seed);
+- bans: every vocabulary id whose decoded text contains a banned character gets a −1e9 logit bias;
+  the count of banned tokens and of banned characters leaking into outputs are recorded;
+- backends register by name; an unknown name fails with the list of valid ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+EXPLANATION_RE = re.compile(r"<explanation>\s*(.*?)\s*</explanation>", re.DOTALL)
+BAN_BIAS = -1e9
+
+# SPEC §4.7 default quote families
+DOUBLE_QUOTES = '"\u201c\u201d\u201e\u201f\uff02\u00ab\u00bb'
+SINGLE_QUOTES = "'\u2018\u2019\u201a\u201b\uff07"
+BAN_SETS = {"ban_dq": DOUBLE_QUOTES, "ban_dq_sq": DOUBLE_QUOTES + SINGLE_QUOTES}
+COND_RE = re.compile(r"^(greedy|ban_dq|ban_dq_sq|sample_t1|greedy_L(\d+))$")
+
+
+# ----------------------------------------------------------------------------- conditions
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A decode condition: greedy or sampled, which characters are banned, which layer's vector."""
+
+    name: str
+    temperature: float
+    n_samples: int
+    banned_chars: str = ""
+    layer: int | None = None  # None: the family's own layer K (column activation_vector)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+def parse_condition(name: str, *, n_samples: int = 10, temperature: float = 1.0) -> Condition:
+    """`greedy`, `ban_dq`, `ban_dq_sq`, `sample_t1` (n_samples at `temperature`), `greedy_L{k}`."""
+    m = COND_RE.match(name)
+    if not m:
+        raise ValueError(
+            f"unknown decode condition {name!r}; expected greedy, ban_dq, ban_dq_sq, sample_t1 "
+            "or greedy_L<k>"
+        )
+    if name == "sample_t1":
+        if n_samples < 1 or temperature <= 0:
+            raise ValueError(
+                f"sample_t1 needs n_samples ≥ 1 and temperature > 0, got {n_samples}, {temperature}"
+            )
+        return Condition(name, float(temperature), int(n_samples))
+    if m.group(2) is not None:
+        return Condition(name, 0.0, 1, layer=int(m.group(2)))
+    return Condition(name, 0.0, 1, BAN_SETS.get(name, ""))
+
+
+# ----------------------------------------------------------------------------- text
+
+
+def extract_explanation(text: str) -> str | None:
+    """First `<explanation>…</explanation>` span, stripped; None is a tag failure (SPEC §4.8)."""
+    m = EXPLANATION_RE.search(text)
+    return m.group(1).strip() if m else None
+
+
+def count_leaks(text: str, chars: str) -> int:
+    """Occurrences of banned characters in generated text (must be 0 under a ban)."""
+    if not chars:
+        return 0
+    banned = set(chars)
+    return sum(1 for ch in text if ch in banned)
+
+
+def banned_token_ids(tokenizer, chars: str) -> list[int]:
+    """Every vocabulary id whose decoded text contains any of `chars` (SPEC §4.7)."""
+    if not chars:
+        return []
+    banned = set(chars)
+    ids = []
+    for i in range(len(tokenizer)):
+        piece = tokenizer.decode([i], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        if any(ch in banned for ch in piece):
+            ids.append(i)
+    return ids
+
+
+def sample_seed(seed: int, doc_id: str, position: int, sample: int) -> int:
+    """Seed of one sample, from stable keys only (63 bits, valid for torch and vLLM)."""
+    digest = hashlib.sha256(f"{seed}|{doc_id}|{position}|{sample}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+# ----------------------------------------------------------------------------- requests
+
+
+@dataclass
+class PromptBatch:
+    """Prompt embeddings of a set of rows; `ok[i]` false where the vector was unusable."""
+
+    embeds: torch.Tensor  # [n, T, d] float32
+    ok: np.ndarray  # [n] bool
+    errors: list[str | None]
+
+
+def prompt_token_embeds(model, prompt_ids: Sequence[int]) -> torch.Tensor:
+    """[T, d] fp32 embeddings of the prompt from the model's own embedding module (Gemma scaled)."""
+    emb = model.get_input_embeddings()
+    ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=emb.weight.device)
+    with torch.no_grad():
+        return emb(ids)[0].float().cpu()
+
+
+def build_prompt_embeds(
+    base_embeds: torch.Tensor, marker_pos: int, vectors: np.ndarray, injection_scale: float
+) -> PromptBatch:
+    """Replace the marker row by v·scale/‖v‖ for every vector (norm in fp32). Pure."""
+    v = torch.from_numpy(np.array(vectors, dtype=np.float32, copy=True))
+    if v.ndim != 2 or v.shape[1] != base_embeds.shape[1]:
+        raise ValueError(
+            f"vectors have shape {tuple(v.shape)}; expected [n, {base_embeds.shape[1]}] (d_model)"
+        )
+    norms = v.norm(dim=1)
+    finite = torch.isfinite(v).all(dim=1) & torch.isfinite(norms)
+    ok = finite & (norms > 0)
+    errors: list[str | None] = []
+    for i in range(v.shape[0]):
+        if not bool(finite[i]):
+            errors.append("non-finite activation vector")
+        elif not bool(norms[i] > 0):
+            errors.append("zero activation vector")
+        else:
+            errors.append(None)
+    safe = torch.where(ok[:, None], v, torch.ones_like(v))
+    injected = safe * (injection_scale / safe.norm(dim=1, keepdim=True))
+    embeds = base_embeds.float().unsqueeze(0).repeat(v.shape[0], 1, 1)
+    embeds[:, marker_pos, :] = injected
+    return PromptBatch(embeds, ok.numpy(), errors)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One generation: a row of the activation shard and a sample index."""
+
+    row: int
+    doc_id: str
+    position: int
+    sample: int
+    seed: int
+
+
+def build_requests(
+    doc_ids: Sequence[str], positions: Sequence[int], cond: Condition, seed: int
+) -> list[Request]:
+    return [
+        Request(
+            r, doc_ids[r], int(positions[r]), s, sample_seed(seed, doc_ids[r], int(positions[r]), s)
+        )
+        for r in range(len(doc_ids))
+        for s in range(cond.n_samples)
+    ]
+
+
+@dataclass
+class Generation:
+    text: str
+    n_tokens: int
+    finish_reason: str  # "stop" | "length"
+
+
+# ----------------------------------------------------------------------------- backends
+
+
+@dataclass
+class DecodeSettings:
+    max_new_tokens: int = 200
+    batch_size: int = 16
+    stop_token_ids: tuple[int, ...] = ()
+    pad_token_id: int = 0
+    banned_ids: tuple[int, ...] = field(default_factory=tuple)
+
+
+BACKENDS: dict[str, Callable] = {}
+
+
+def register_backend(name: str):
+    def deco(cls):
+        BACKENDS[name] = cls
+        return cls
+
+    return deco
+
+
+def get_backend(name: str):
+    if name not in BACKENDS:
+        raise ValueError(f"unknown decode backend {name!r}; valid: {sorted(BACKENDS)}")
+    return BACKENDS[name]
+
+
+class _BanProcessor:
+    """−1e9 on banned ids (an HF LogitsProcessor)."""
+
+    def __init__(self, banned_ids: Sequence[int]):
+        self.banned = torch.tensor(sorted(set(banned_ids)), dtype=torch.long)
+
+    def __call__(self, input_ids, scores):
+        if len(self.banned):
+            scores[:, self.banned.to(scores.device)] += BAN_BIAS
+        return scores
+
+
+class _GumbelSampler:
+    """Exact per-row seeded sampling inside greedy `generate`: argmax(logits/T + Gumbel noise)
+    is a draw from softmax(logits/T); each row draws its noise from its own generator, so a row's
+    samples do not depend on the batch it is in."""
+
+    def __init__(self, seeds: Sequence[int], temperature: float):
+        self.temperature = temperature
+        self.generators = []
+        for s in seeds:
+            g = torch.Generator(device="cpu")
+            g.manual_seed(int(s))
+            self.generators.append(g)
+
+    def __call__(self, input_ids, scores):
+        logp = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+        noise = torch.stack(
+            [
+                -torch.log(-torch.log(torch.rand(scores.shape[-1], generator=g).clamp_min(1e-20)))
+                for g in self.generators
+            ]
+        ).to(scores.device)
+        return logp + noise
+
+
+@register_backend("hf")
+class HFBackend:
+    """Batched `generate(inputs_embeds=..., attention_mask=...)` (returns only new tokens)."""
+
+    def __init__(self, model, tokenizer, settings: DecodeSettings, device="cpu"):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.device = device
+
+    def generate(
+        self, embeds: torch.Tensor, requests: Sequence[Request], cond: Condition
+    ) -> list[Generation]:
+        """embeds: [len(requests), T, d] fp32 (all prompts have the same length: no padding)."""
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        st = self.settings
+        processors = []
+        if st.banned_ids:
+            processors.append(_BanProcessor(st.banned_ids))
+        if not cond.greedy:
+            processors.append(_GumbelSampler([r.seed for r in requests], cond.temperature))
+        # HF fills every unset field from the checkpoint's generation_config.json (released
+        # Qwen2.5 ships repetition_penalty 1.05): pin the neutral values, no penalties (§4.6).
+        gen_cfg = GenerationConfig(
+            max_new_tokens=st.max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            repetition_penalty=1.0,
+            encoder_repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
+            encoder_no_repeat_ngram_size=0,
+            min_new_tokens=0,  # also overrides a checkpoint's min_length
+            guidance_scale=1.0,
+            eos_token_id=list(st.stop_token_ids) or None,
+            pad_token_id=st.pad_token_id,
+        )
+        dtype = next(self.model.parameters()).dtype
+        inputs = embeds.to(self.device, dtype=dtype)
+        mask = torch.ones(inputs.shape[:2], dtype=torch.long, device=self.device)
+        with torch.inference_mode():
+            out = self.model.generate(
+                inputs_embeds=inputs,
+                attention_mask=mask,
+                generation_config=gen_cfg,
+                logits_processor=LogitsProcessorList(processors),
+            )
+        return [self._finish(row.tolist()) for row in out.cpu()]
+
+    def _finish(self, ids: list[int]) -> Generation:
+        stops = set(self.settings.stop_token_ids)
+        n = len(ids)
+        reason = "length"
+        for i, t in enumerate(ids):
+            if t in stops:
+                n, reason = i + 1, "stop"
+                break
+        text = self.tokenizer.decode(ids[:n], skip_special_tokens=True)
+        return Generation(text, n, reason)
+
+
+def vllm_sampling_kwargs(cond: Condition, request: Request, settings: DecodeSettings) -> dict:
+    """Keyword arguments of vllm.SamplingParams for one request (shared, tested without vLLM).
+
+    temperature 0 only with n=1 (every request is n=1: samples are separate seeded requests);
+    max_tokens always set; no repetition/presence/frequency penalties with prompt embeds."""
+    kw = {
+        "n": 1,
+        "temperature": 0.0 if cond.greedy else float(cond.temperature),
+        "max_tokens": int(settings.max_new_tokens),
+        "seed": int(request.seed),
+        "skip_special_tokens": True,
+        "repetition_penalty": 1.0,
+        "presence_penalty": 0.0,
+        "frequency_penalty": 0.0,
+    }
+    if settings.banned_ids:
+        kw["logit_bias"] = {int(i): BAN_BIAS for i in settings.banned_ids}
+    if settings.stop_token_ids:
+        kw["stop_token_ids"] = [int(i) for i in settings.stop_token_ids]
+    return kw
+
+
+def vllm_prompts(embeds: torch.Tensor) -> list[dict]:
+    """`{"prompt_embeds": tensor[T, d]}` per request; embeddings only, never ids."""
+    return [{"prompt_embeds": e} for e in embeds]
+
+
+@register_backend("vllm")
+class VLLMBackend:
+    """vLLM with `enable_prompt_embeds=True`. Needs a GPU; not verified on this project's CI."""
+
+    def __init__(
+        self, model_path: str, tokenizer, settings: DecodeSettings, dtype: str, **llm_kwargs
+    ):
+        from vllm import LLM  # noqa: PLC0415  (GPU-only dependency)
+
+        self.tokenizer = tokenizer
+        self.settings = settings
+        # prompt embeddings go in the engine's dtype (an fp32 release AV must not get bf16 rows)
+        self.embeds_dtype = getattr(torch, dtype)
+        self.llm = LLM(model=model_path, enable_prompt_embeds=True, dtype=dtype, **llm_kwargs)
+
+    def generate(
+        self, embeds: torch.Tensor, requests: Sequence[Request], cond: Condition
+    ) -> list[Generation]:
+        from vllm import SamplingParams  # noqa: PLC0415
+
+        params = [SamplingParams(**vllm_sampling_kwargs(cond, r, self.settings)) for r in requests]
+        outputs = self.llm.generate(
+            vllm_prompts(embeds.to(self.embeds_dtype)), sampling_params=params, use_tqdm=True
+        )
+        gens = []
+        for out in outputs:
+            c = out.outputs[0]
+            reason = "stop" if c.finish_reason == "stop" else "length"
+            gens.append(Generation(c.text, len(c.token_ids), reason))
+        return gens
+
+
+# ----------------------------------------------------------------------------- stage
+
+
+def decode_rows(
+    backend,
+    base_embeds: torch.Tensor,
+    marker_pos: int,
+    injection_scale: float,
+    vectors: np.ndarray,
+    doc_ids: Sequence[str],
+    positions: Sequence[int],
+    cond: Condition,
+    seed: int,
+    batch_size: int,
+    progress: bool = True,
+) -> list[dict]:
+    """Generate for every (row, sample); rows with unusable vectors get an error, no text."""
+    from tqdm.auto import tqdm
+
+    prompts = build_prompt_embeds(base_embeds, marker_pos, vectors, injection_scale)
+    requests = build_requests(doc_ids, positions, cond, seed)
+    todo = [r for r in requests if prompts.ok[r.row]]
+    results: dict[tuple[int, int], Generation] = {}
+    for start in tqdm(
+        range(0, len(todo), batch_size),
+        desc=f"decode {cond.name}",
+        unit="batch",
+        disable=not progress,
+    ):
+        batch = todo[start : start + batch_size]
+        embeds = prompts.embeds[[r.row for r in batch]]
+        for r, g in zip(batch, backend.generate(embeds, batch, cond), strict=True):
+            results[(r.row, r.sample)] = g
+    rows = []
+    for r in requests:
+        g = results.get((r.row, r.sample))
+        text = g.text if g else None
+        rows.append(
+            {
+                "row": r.row,
+                "doc_id": r.doc_id,
+                "position": r.position,
+                "sample": r.sample,
+                "seed": r.seed,
+                "text": text,
+                "explanation": extract_explanation(text) if text is not None else None,
+                "n_tokens": g.n_tokens if g else 0,
+                "finish_reason": g.finish_reason if g else "error",
+                "error": prompts.errors[r.row],
+                "leaks": count_leaks(text or "", cond.banned_chars),
+            }
+        )
+    return rows
+
+
+DECODE_META_KEY = "nlaprobe.decode"
+
+
+def decode_table(rows: list[dict], meta: dict):
+    import pyarrow as pa
+
+    from nlaprobe.io import with_meta
+
+    schema = pa.schema(
+        [
+            ("row", pa.int64()),
+            ("doc_id", pa.string()),
+            ("position", pa.int64()),
+            ("sample", pa.int64()),
+            ("seed", pa.int64()),
+            ("text", pa.string()),
+            ("explanation", pa.string()),
+            ("n_tokens", pa.int64()),
+            ("finish_reason", pa.string()),
+            ("error", pa.string()),
+            ("leaks", pa.int64()),
+        ]
+    )
+    table = pa.Table.from_pylist(rows, schema=schema)
+    return with_meta(table, DECODE_META_KEY, meta)
+
+
+def decode_summary(rows: list[dict], n_banned: int) -> dict:
+    scored = [r for r in rows if r["error"] is None]
+    return {
+        "n_rows": len(rows),
+        "n_errors": len(rows) - len(scored),
+        "n_tag_failures": sum(1 for r in scored if r["explanation"] is None),
+        "n_banned_tokens": n_banned,
+        "n_leaks": sum(r["leaks"] for r in rows),
+    }
+
+
+def decode_shard(
+    src,
+    activations: str,
+    out: str,
+    cond: Condition,
+    *,
+    seed: int,
+    max_new_tokens: int = 200,
+    batch_size: int = 16,
+    backend: str = "hf",
+    device: str = "cpu",
+    provenance: dict | None = None,
+) -> dict:
+    """The decode stage on files: the AV family's activation shard -> decode shard (atomic)."""
+    from nlaprobe import constants as C
+    from nlaprobe.checkpoints import load_av
+    from nlaprobe.extract import resolve_device
+    from nlaprobe.io import read_table, vectors_from_column, write_table
+
+    backend_cls = get_backend(backend)
+    device = resolve_device(device)
+    column = C.COL_VECTOR if cond.layer is None else C.layer_column(cond.layer)
+    table = read_table(activations, [C.COL_DOC_ID, C.COL_POSITION, column])
+    av = load_av(src, device, load_model=(backend == "hf"))
+    vectors = vectors_from_column(table, column, width=av.meta.d_model, where=str(activations))
+    banned = banned_token_ids(av.tokenizer, cond.banned_chars)
+    settings = DecodeSettings(
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        stop_token_ids=tuple(av.stop_token_ids),
+        pad_token_id=av.tokenizer.pad_token_id if av.tokenizer.pad_token_id is not None else 0,
+        banned_ids=tuple(banned),
+    )
+    if backend == "hf":
+        engine = backend_cls(av.model, av.tokenizer, settings, device)
+        base = prompt_token_embeds(av.model, av.prompt_ids)
+    else:
+        engine = backend_cls(
+            av.directory, av.tokenizer, settings, dtype=str(src.dtype).removeprefix("torch.")
+        )
+        base = av.prompt_embeds_from_weights()
+    rows = decode_rows(
+        engine,
+        base,
+        av.marker_pos,
+        av.meta.injection_scale,
+        vectors,
+        table.column(C.COL_DOC_ID).to_pylist(),
+        table.column(C.COL_POSITION).to_pylist(),
+        cond,
+        seed,
+        batch_size,
+    )
+    summary = decode_summary(rows, len(banned))
+    meta = {
+        "condition": {
+            "name": cond.name,
+            "temperature": cond.temperature,
+            "n_samples": cond.n_samples,
+            "banned_chars": cond.banned_chars,
+            "layer_column": column,
+        },
+        "seed": seed,
+        "max_new_tokens": max_new_tokens,
+        "backend": backend,
+        "av": {"name": src.name, "revision": src.revision, "dtype": str(src.dtype)},
+        "activations": str(activations),
+        "summary": summary,
+        "provenance": provenance or {},
+    }
+    write_table(out, decode_table(rows, meta))
+    log.info("decoded %s: %s", out, summary)
+    return summary
