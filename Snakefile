@@ -6,7 +6,7 @@ import sys
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
 
 from nlaprobe.config import deep_merge, load_config, validate_config
-from nlaprobe.plan import SPLITS, Plan, to_json
+from nlaprobe.plan import Plan, to_json
 
 # `--configfile X.yaml` replaces the embedded default; `--config k=v` alone refines it.
 if "families" not in config:
@@ -37,14 +37,24 @@ wildcard_constraints:
     ctag=r"[0-9a-f]{10}",
     dtag=r"[0-9a-f]{10}",
     style="qwen|gemma",
+    avtag=r"[0-9a-f]{10}",
+    artag=r"[0-9a-f]{10}",
+    cond=r"greedy|ban_dq|ban_dq_sq|sample_t1|greedy_L\d+",
+    variant=r"[a-z_]+",
+
+    stag=r"[0-9a-f]{10}",
+    name=r"[a-z_]+",
 
 
 rule all:
     input:
-        P.all_activations(),
-        [P.positions_shard(split, shard) for split in SPLITS for shard in P.shards(split)],
+        "results/fve_baseline.json",
+        "results/transfer_matrix.json",
 
 
 include: "rules/demo.smk"
 include: "rules/corpus.smk"
 include: "rules/extract.smk"
+include: "rules/decode.smk"
+include: "rules/score.smk"
+include: "rules/transfer.smk"

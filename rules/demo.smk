@@ -13,11 +13,13 @@ rule build_demo:
         "logs/build_demo/demo-{dtag}/{style}.log",
     benchmark:
         "benchmarks/rules/build_demo/demo-{dtag}/{style}.tsv"
+    # both demo families train side by side, each on half the cores
+    threads: lambda wildcards: max(1, (workflow.cores or 2) // 2)
     resources:
         mem_mb=4000,
-        runtime=30,
+        runtime=60,
     conda:
         "../envs/cpu.yaml"
     shell:
-        "python -m nlaprobe build-demo --style {wildcards.style} --params {params.demo:q}"
+        "python -m nlaprobe --threads {threads} build-demo --style {wildcards.style} --params {params.demo:q}"
         " --out {params.out:q} > {log:q} 2>&1"

@@ -19,6 +19,7 @@ rule extract:
         "logs/extract/base-{btag}/{split}/shard-{shard}.log",
     benchmark:
         "benchmarks/rules/extract/base-{btag}/{split}/shard-{shard}.tsv"
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=120,
@@ -26,7 +27,7 @@ rule extract:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "python -m nlaprobe extract --checkpoint {params.checkpoint:q} --params {params.extract:q}"
+        "python -m nlaprobe --threads {threads} extract --checkpoint {params.checkpoint:q} --params {params.extract:q}"
         " --corpus {input.corpus:q} --out {output.acts:q} --positions={params.positions:q}"
         " --demo-root={params.demo_root:q} --provenance {params.provenance:q}"
         " --device {params.device} > {log:q} 2>&1"

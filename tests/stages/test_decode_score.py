@@ -398,6 +398,7 @@ SCORE_COLUMNS = [
     "pred_norm",
     "cos",
     "nmse",
+    "pred_vector",
 ]
 
 
@@ -634,3 +635,35 @@ def test_decode_rejects_unknown_condition(shards, qwen_family, tmp_path):
     assert "greedy_sideways" in res.stderr and "sample_t1" in res.stderr
     assert "Traceback" not in res.stderr
     assert not out.exists()
+
+
+def test_decode_shard_records_bad_vectors_per_row(shards, qwen_family, tmp_path):
+    """A zero or NaN activation row is an error recorded for that row (SPEC §4.6); the other
+    rows of the shard are decoded as usual."""
+    act = pq.read_table(shards["qwen"])
+    vec = np.array(act.column(C.COL_VECTOR).to_pylist(), dtype=np.float32)
+    vec[1] = 0.0
+    vec[3, 5] = np.nan
+    from nlaprobe.io import vectors_to_arrow
+
+    idx = act.column_names.index(C.COL_VECTOR)
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(act.set_column(idx, C.COL_VECTOR, vectors_to_arrow(vec)), bad)
+    out = tmp_path / "dec.parquet"
+    summary = D.decode_shard(
+        source(qwen_family / "av", "av"),
+        bad,
+        out,
+        D.parse_condition("greedy"),
+        seed=42,
+        max_new_tokens=4,
+    )
+    table = pq.read_table(out)
+    errors = table.column("error").to_pylist()
+    assert errors[1] == "zero activation vector"
+    assert errors[3] == "non-finite activation vector"
+    assert all(e is None for i, e in enumerate(errors) if i not in (1, 3))
+    texts = table.column("text").to_pylist()
+    assert texts[1] is None and texts[3] is None
+    assert all(t is not None for i, t in enumerate(texts) if i not in (1, 3))
+    assert summary["n_errors"] == 2 and summary["n_rows"] == act.num_rows

@@ -140,6 +140,21 @@ def cmd_score(args) -> int:
     return 0
 
 
+def cmd_aggregate(args) -> int:
+    from nlaprobe.aggregate import run_aggregate
+
+    cfg = _json_arg(args.config, "config") if args.config else {}
+    run_aggregate(args.name, _json_arg(args.spec, "spec"), args.out, cfg)
+    return 0
+
+
+def cmd_stamp(args) -> int:
+    from nlaprobe.io import write_json
+
+    write_json(args.out, _json_arg(args.params, "params"))
+    return 0
+
+
 def cmd_build_demo(args) -> int:
     from nlaprobe.demo import build_demo
 
@@ -153,6 +168,7 @@ def cmd_build_demo(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nlaprobe", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--threads", type=int, help="torch CPU threads (Snakemake passes {threads})")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("validate-config", help="validate config files against config/schema.yaml")
@@ -208,6 +224,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu")
     s.set_defaults(func=cmd_score)
 
+    s = sub.add_parser("aggregate", help="write a results JSON from score shards")
+    s.add_argument("name", choices=["fve_baseline", "transfer_matrix"])
+    s.add_argument("--spec", required=True, help="inputs and parameters as JSON (nlaprobe.plan)")
+    s.add_argument("--config", help="the validated config as JSON (for `meta` only)")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_aggregate)
+
+    s = sub.add_parser("stamp", help="write an aggregate's own parameters (a stamp file)")
+    s.add_argument("--params", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_stamp)
+
     s = sub.add_parser("build-demo", help="build one tiny NLA family of the embedded default")
     s.add_argument("--style", required=True, choices=["qwen", "gemma"])
     s.add_argument("--params", required=True, help="the demo settings as JSON")
@@ -222,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return int(args.func(args) or 0)
     except NlaprobeError as e:

@@ -493,7 +493,10 @@ def decode_shard(
     column = C.COL_VECTOR if cond.layer is None else C.layer_column(cond.layer)
     table = read_table(activations, [C.COL_DOC_ID, C.COL_POSITION, column])
     av = load_av(src, device, load_model=(backend == "hf"))
-    vectors = vectors_from_column(table, column, width=av.meta.d_model, where=str(activations))
+    # non-finite rows become per-row errors (SPEC §4.6), not a failed shard
+    vectors = vectors_from_column(
+        table, column, width=av.meta.d_model, where=str(activations), require_finite=False
+    )
     banned = banned_token_ids(av.tokenizer, cond.banned_chars)
     settings = DecodeSettings(
         max_new_tokens=max_new_tokens,

@@ -1,21 +1,39 @@
-"""The embedded default's models: tiny NLA families built offline from text that ships with
-Python.
+"""The embedded default's models: tiny NLA families trained offline on the CPU from text that
+ships with Python.
 
-inputs -> outputs: a style (`qwen` | `gemma`) and the `demo` settings (+ the family's layer K)
--> `<out>/{base,av,ar}` in the release layout (see nlaprobe.fixtures).
+inputs -> outputs: a style (`qwen` | `gemma`) and the demo parameters (the `demo` config section,
+the family's layer K and the evaluation documents to hold out) -> `<out>/{base,av,ar}` in the
+release layout (nlaprobe.fixtures), trained by nlaprobe.train.
 
-Invariant: the build is deterministic for the same settings and Python version; the folder
-appears at its final name only when complete (built under a temporary name, then renamed).
+Invariants: deterministic for the same parameters and Python version on the CPU; the training
+never sees the held-out (evaluation) documents; the folder appears at its final name only when
+complete (built under a temporary name, then renamed).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import time
 from pathlib import Path
 
-from nlaprobe.corpus import pydoc_documents
+import numpy as np
+import torch
+
+from nlaprobe.checkpoints import decoder_stack
+from nlaprobe.corpus import Document, pydoc_documents
 from nlaprobe.errors import ConfigError
-from nlaprobe.fixtures import TinySizes, build_family
+from nlaprobe.fixtures import (
+    AR_TEMPLATE,
+    AV_TEMPLATE,
+    TinySizes,
+    av_prompt_ids,
+    build_tokenizer,
+    causal_lm,
+    marker_for,
+    save_family,
+    text_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,23 +46,145 @@ SIZE_KEYS = (
     "num_kv_heads",
     "max_position_embeddings",
 )
+TRAIN_MAX_LENGTH = 256
 
 
 def demo_sizes(params: dict) -> TinySizes:
     return TinySizes(**{k: int(params[k]) for k in SIZE_KEYS if params.get(k) is not None})
 
 
+def train_settings(params: dict):
+    from nlaprobe.train import TrainSettings
+
+    t = params.get("train", {})
+    return TrainSettings(
+        base_steps=int(t.get("base_steps", 300)),
+        av_steps=int(t.get("av_steps", 1500)),
+        ar_steps=int(t.get("ar_steps", 800)),
+        av_lr=float(t.get("av_lr", 2e-3)),
+        ar_lr=float(t.get("ar_lr", 1e-3)),
+        quote_words=int(t.get("quote_words", 4)),
+        seed=int(params.get("seed", 0)),
+    )
+
+
+def training_documents(held_out: list[list[int]] | None) -> list[Document]:
+    """The built-in corpus minus the held-out absolute index ranges [start, stop)."""
+    docs = [
+        Document(f"builtin:pydoc:topics:{i}", i, text, topic)
+        for i, (topic, text) in enumerate(pydoc_documents())
+    ]
+    held = held_out or []
+    return [d for d in docs if not any(a <= d.doc_idx < b for a, b in held)]
+
+
 def build_demo(style: str, out: Path, params: dict) -> Path:
-    """Build one tiny family. `params`: the `demo` config section plus `layer` (K)."""
+    """Build and train one tiny family. `params`: the `demo` config section plus `layer` (K)
+    and `held_out` (document index ranges never used for training)."""
+    from nlaprobe import train as T
+    from nlaprobe.decode import (
+        DecodeSettings,
+        HFBackend,
+        decode_rows,
+        parse_condition,
+        prompt_token_embeds,
+    )
+    from nlaprobe.extract import ExtractParams, extract
+
     if "layer" not in params:
         raise ConfigError("build-demo --params: missing 'layer' (the family's K)")
-    texts = [text for _topic, text in pydoc_documents()]
-    return build_family(
-        style,
+    layer = int(params["layer"])
+    sizes = demo_sizes(params)
+    s = train_settings(params)
+    t = params.get("train", {})
+    T.seed_all(s.seed)
+    started = time.time()
+    docs = training_documents(params.get("held_out"))
+    all_texts = [text for _topic, text in pydoc_documents()]
+    tokenizer = build_tokenizer(style, all_texts, sizes.vocab_size)
+    base = causal_lm(style, text_config(style, sizes, tokenizer))
+    if s.base_steps:
+        T.pretrain_base(base, tokenizer, [d.text for d in docs], s)
+    base.eval()
+
+    rows = extract(
+        base,
+        tokenizer,
+        docs,
+        ExtractParams(
+            layers=(layer,),
+            seed=s.seed,
+            positions_per_doc=int(t.get("positions_per_doc", 16)),
+            min_position=int(t.get("min_position", 8)),
+            max_length=TRAIN_MAX_LENGTH,
+            batch_size=16,
+        ),
+    ).table
+    vectors = np.asarray(rows.column("activation_vector").to_pylist(), dtype=np.float32)
+    topics = {d.doc_id: d.topic for d in docs}
+    contexts = rows.column("detokenized_text_truncated").to_pylist()
+    doc_ids = rows.column("doc_id").to_pylist()
+    targets = [
+        T.target_explanation(c, topics[i], s.quote_words)
+        for c, i in zip(contexts, doc_ids, strict=True)
+    ]
+    scale = float(np.linalg.norm(vectors, axis=1).mean())
+    log.info(
+        "%d training rows from %d documents; injection_scale %.3f", len(targets), len(docs), scale
+    )
+
+    marker = marker_for(style)
+    prompt = av_prompt_ids(tokenizer, AV_TEMPLATE, marker)
+    marker_pos = prompt.index(tokenizer.convert_tokens_to_ids(tokenizer.tokenize(marker)[0]))
+    stops = base.config.eos_token_id
+    stops = list(stops) if isinstance(stops, list | tuple) else [stops]
+    av = copy.deepcopy(base)
+    if s.av_steps:
+        target_ids = [T.av_target_ids(tokenizer, e, stops[-1]) for e in targets]
+        T.train_av(av, tokenizer, prompt, marker_pos, scale, vectors, target_ids, s)
+    av.eval()
+
+    ar = copy.deepcopy(base)
+    d = sizes.hidden_size
+    head = torch.randn(d, d) / np.sqrt(d)
+    if s.ar_steps:
+        texts, gold = list(targets), vectors
+        if t.get("ar_mix", True) and s.av_steps:
+            written = decode_rows(
+                HFBackend(
+                    av,
+                    tokenizer,
+                    DecodeSettings(
+                        max_new_tokens=64,
+                        stop_token_ids=tuple(stops),
+                        pad_token_id=tokenizer.pad_token_id or 0,
+                    ),
+                ),
+                prompt_token_embeds(av, prompt),
+                marker_pos,
+                scale,
+                vectors,
+                doc_ids,
+                rows.column("position").to_pylist(),
+                parse_condition("greedy"),
+                s.seed,
+                128,
+            )
+            texts += [r["explanation"] if r["explanation"] is not None else "" for r in written]
+            gold = np.concatenate([vectors, vectors])
+        head, _ = T.train_ar(decoder_stack(ar), tokenizer, layer, AR_TEMPLATE, texts, gold, s)
+    ar.eval()
+    save_family(
         out,
-        texts,
-        sizes=demo_sizes(params),
-        layer=int(params["layer"]),
-        seed=int(params.get("seed", 0)),
+        style,
+        tokenizer,
+        base_text=base,
+        av=av,
+        ar=ar,
+        head=head,
+        layer=layer,
+        injection_scale=scale,
         base_model_name=f"nlaprobe-demo-{style}",
     )
+    log.info("demo %s family built in %.0f s", style, time.time() - started)
+    return out

@@ -176,10 +176,22 @@ def build_gemma_tokenizer(texts: Sequence[str], vocab_size: int):
     return tok
 
 
+# Prompt and explanation boilerplate, added to the tokenizer's training text so that the tiny
+# vocabularies spend merges on it (as real vocabularies do on common words): shorter prompts make
+# the CPU training of the embedded default cheaper.
+BOILERPLATE = (
+    QWEN_SYSTEM,
+    AV_TEMPLATE.replace("{injection_char}", " "),
+    AR_TEMPLATE.replace("{explanation}", " "),
+    '<explanation>Topic: The text reads "".</explanation>',
+)
+BOILERPLATE_REPEATS = 40
+
+
 def build_tokenizer(style: str, texts: Sequence[str], vocab_size: int):
     _check_style(style)
     builder = build_qwen_tokenizer if style == "qwen" else build_gemma_tokenizer
-    return builder(texts, vocab_size)
+    return builder(list(texts) + list(BOILERPLATE) * BOILERPLATE_REPEATS, vocab_size)
 
 
 def av_prompt_ids(tokenizer, template: str, marker: str) -> list[int]:
@@ -265,19 +277,6 @@ def causal_lm(style: str, cfg):
     if getattr(cfg, "model_type", "") == "gemma3":
         return Gemma3ForConditionalGeneration(cfg)
     return Gemma3ForCausalLM(cfg)
-
-
-def decoder_state_dict_from_base(base) -> dict[str, torch.Tensor]:
-    """State dict of the text decoder of `base` in the key layout of the text-only CausalLM
-    (`model.embed_tokens...`, `model.layers.N...`, `model.norm...`, `lm_head...`)."""
-    from nlaprobe.checkpoints import decoder_stack
-
-    stack = decoder_stack(base)
-    sd = {f"model.{k}": v for k, v in stack.state_dict().items()}
-    lm_head = base.get_output_embeddings()
-    if lm_head is not None:
-        sd["lm_head.weight"] = lm_head.weight
-    return sd
 
 
 # ----------------------------------------------------------------------------- sidecars
@@ -408,6 +407,71 @@ def mean_activation_norm(model, tokenizer, texts: Sequence[str], layer: int) -> 
     return float(torch.cat(norms).mean())
 
 
+def wrap_multimodal(style: str, base_text):
+    """The Gemma-3 base shape around a trained text-only model: the same text weights inside
+    `Gemma3ForConditionalGeneration` (tiny random vision tower)."""
+    from nlaprobe.checkpoints import decoder_stack
+
+    mm = causal_lm(style, gemma_multimodal_config(base_text.config)).eval()
+    decoder_stack(mm).load_state_dict(decoder_stack(base_text).state_dict())
+    mm.get_output_embeddings().weight.data.copy_(base_text.get_output_embeddings().weight.data)
+    return mm
+
+
+def save_family(
+    out: Path,
+    style: str,
+    tokenizer,
+    *,
+    base_text,
+    av,
+    ar,
+    head: torch.Tensor,
+    layer: int,
+    injection_scale: float,
+    multimodal_base: bool | None = None,
+    legacy_sidecar: bool = False,
+    base_model_name: str | None = None,
+) -> Path:
+    """Write base/, av/ and ar/ under `out` in the release layout, atomically (built under a
+    temporary name, then renamed). `base_text`, `av`, `ar` are text-only causal LMs."""
+    _check_style(style)
+    if multimodal_base is None:
+        multimodal_base = style == "gemma"
+    out = Path(out)
+    tmp = out.with_name(out.name + ".building")
+    shutil.rmtree(tmp, ignore_errors=True)
+    marker = marker_for(style)
+    base = (
+        wrap_multimodal(style, base_text) if (style == "gemma" and multimodal_base) else base_text
+    )
+    _save_tokenizer_and_config(base, tokenizer, tmp / "base")
+    _save_tokenizer_and_config(av, tokenizer, tmp / "av")
+    d = base_text.config.hidden_size
+    name = base_model_name or f"tiny-{style}"
+
+    def sidecar(role: str, scale: float | None) -> dict:
+        return model_sidecar(
+            role=role,
+            d_model=d,
+            layer=layer,
+            injection_scale=scale,
+            marker=marker,
+            tokenizer=tokenizer,
+            base_model=name,
+            legacy=legacy_sidecar,
+        )
+
+    write_yaml(tmp / "av" / C.SIDECAR_NAME, sidecar("av", injection_scale))
+    save_ar(ar, head, tokenizer, tmp / "ar", sidecar("ar", None), layer)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    log.info(
+        "wrote %s family at %s (d=%d, K=%d, scale=%.2f)", style, out, d, layer, injection_scale
+    )
+    return out
+
+
 def build_family(
     style: str,
     out: Path,
@@ -422,68 +486,30 @@ def build_family(
 ) -> Path:
     """Build base/, av/ and ar/ of one tiny family under `out` (random weights, release layout).
 
-    The AV starts from the base's text weights; the AR from the base's first K+1 blocks with a
-    random value head. Returns `out`. Rebuilding over an existing folder replaces it.
+    The AV and AR start from the base's text weights (the AR keeps blocks 0..K), with a random
+    value head. Returns `out`. Rebuilding over an existing folder replaces it.
     """
+    import copy
+
     _check_style(style)
     if not 0 <= layer < sizes.num_layers:
         raise ValueError(f"layer {layer} out of range for {sizes.num_layers} layers")
-    if multimodal_base is None:
-        multimodal_base = style == "gemma"
     torch.manual_seed(seed)
     random.seed(seed)
-    out = Path(out)
-    tmp = out.with_name(out.name + ".building")
-    shutil.rmtree(tmp, ignore_errors=True)
     tokenizer = build_tokenizer(style, texts, sizes.vocab_size)
-    marker = marker_for(style)
-    tcfg = text_config(style, sizes, tokenizer)
-
-    base_cfg = gemma_multimodal_config(tcfg) if (style == "gemma" and multimodal_base) else tcfg
-    base = causal_lm(style, base_cfg).eval()
-    _save_tokenizer_and_config(base, tokenizer, tmp / "base")
-
-    av = causal_lm(style, text_config(style, sizes, tokenizer)).eval()
-    av.load_state_dict(decoder_state_dict_from_base(base), strict=False)
-    _save_tokenizer_and_config(av, tokenizer, tmp / "av")
-
-    scale = mean_activation_norm(base, tokenizer, texts[:8], layer)
+    base = causal_lm(style, text_config(style, sizes, tokenizer)).eval()
     d = sizes.hidden_size
-    name = base_model_name or f"tiny-{style}"
-    write_yaml(
-        tmp / "av" / C.SIDECAR_NAME,
-        model_sidecar(
-            role="av",
-            d_model=d,
-            layer=layer,
-            injection_scale=scale,
-            marker=marker,
-            tokenizer=tokenizer,
-            base_model=name,
-            legacy=legacy_sidecar,
-        ),
-    )
-    ar_model = causal_lm(style, text_config(style, sizes, tokenizer)).eval()
-    ar_model.load_state_dict(decoder_state_dict_from_base(base), strict=False)
-    head = torch.randn(d, d) / math.sqrt(d)
-    save_ar(
-        ar_model,
-        head,
+    return save_family(
+        out,
+        style,
         tokenizer,
-        tmp / "ar",
-        model_sidecar(
-            role="ar",
-            d_model=d,
-            layer=layer,
-            injection_scale=None,
-            marker=marker,
-            tokenizer=tokenizer,
-            base_model=name,
-            legacy=legacy_sidecar,
-        ),
-        layer,
+        base_text=base,
+        av=copy.deepcopy(base),
+        ar=copy.deepcopy(base),
+        head=torch.randn(d, d) / math.sqrt(d),
+        layer=layer,
+        injection_scale=mean_activation_norm(base, tokenizer, texts[:8], layer),
+        multimodal_base=multimodal_base,
+        legacy_sidecar=legacy_sidecar,
+        base_model_name=base_model_name,
     )
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    log.info("built tiny %s family at %s (d=%d, K=%d, scale=%.2f)", style, out, d, layer, scale)
-    return out

@@ -70,12 +70,16 @@ def write_table(path: str | os.PathLike, table: pa.Table) -> None:
         pq.write_table(table, tmp)
 
 
-def vectors_to_arrow(vectors: np.ndarray) -> pa.FixedSizeListArray:
-    """[n, d] float array -> fixed-size list<float32>[d] column."""
+def vectors_to_arrow(vectors: np.ndarray, valid: np.ndarray | None = None) -> pa.FixedSizeListArray:
+    """[n, d] float array -> fixed-size list<float32>[d] column (null where `valid` is False)."""
     v = np.ascontiguousarray(vectors, dtype=np.float32)
     if v.ndim != 2:
         raise ValueError(f"expected a 2-D array of vectors, got shape {v.shape}")
-    return pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1), type=pa.float32()), v.shape[1])
+    values = pa.array(v.reshape(-1), type=pa.float32())
+    if valid is None:
+        return pa.FixedSizeListArray.from_arrays(values, v.shape[1])
+    mask = pa.array(~np.asarray(valid, dtype=bool))
+    return pa.FixedSizeListArray.from_arrays(values, v.shape[1], mask=mask)
 
 
 def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None) -> pa.Table:
@@ -98,7 +102,12 @@ def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None) ->
 
 
 def vectors_from_column(
-    table: pa.Table, column: str, *, width: int | None = None, where: str = "table"
+    table: pa.Table,
+    column: str,
+    *,
+    width: int | None = None,
+    where: str = "table",
+    require_finite: bool = True,
 ) -> np.ndarray:
     """Column of (fixed- or variable-length) float lists -> [n, d] float32 array.
 
@@ -134,7 +143,7 @@ def vectors_from_column(
         raise DataError(
             f"{where}: column {column!r} has vectors of width {arr.shape[1]}, expected {width}"
         )
-    if not np.isfinite(arr).all():
+    if require_finite and not np.isfinite(arr).all():
         bad = int(np.nonzero(~np.isfinite(arr).all(axis=1))[0][0])
         raise DataError(f"{where}: column {column!r} row {bad} has a non-finite value (NaN/inf)")
     return arr

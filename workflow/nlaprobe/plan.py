@@ -30,6 +30,10 @@ from nlaprobe.errors import ConfigError
 
 RESULTS = "results"
 SPLITS = ("eval", "ridge")
+# decode conditions the DAG builds (later experiments add theirs)
+CONDITIONS = ("greedy",)
+VARIANTS = ("full",)
+STAMPS = f"{RESULTS}/.stamps"
 ROLES = ("base", "av", "ar")
 # bump when the demo builder's output changes for the same settings
 DEMO_BUILDER_VERSION = 1
@@ -76,8 +80,14 @@ def demo_layer(cfg: dict, style: str) -> int:
 
 
 def demo_params(cfg: dict, style: str) -> dict:
-    """What a demo build of `style` depends on: the `demo` settings and the layer K."""
-    return {**cfg.get("demo", {}), "layer": demo_layer(cfg, style)}
+    """What a demo build of `style` depends on: the `demo` settings, the layer K and, when the
+    corpus is the built-in one the demo trains on, the evaluation documents it must not see."""
+    corpus = cfg.get("corpus", {})
+    held_out = []
+    if corpus.get("source") == "builtin":
+        ev = corpus["splits"]["eval"]
+        held_out = [[ev["start"], ev["stop"]]]
+    return {**cfg.get("demo", {}), "layer": demo_layer(cfg, style), "held_out": held_out}
 
 
 def demo_spec(cfg: dict, style: str) -> dict:
@@ -250,6 +260,132 @@ class Plan:
         self.split_for_corpus_tag(ctag, split)
         return self.cfg["corpus"]
 
+    # ------------------------------------------------------------------ decodes and scores
+    def decode_spec(self, fam: str) -> dict:
+        return {
+            "av": checkpoint_spec(self.cfg, fam, "av"),
+            "activations": self.activation_tag(fam, "eval"),
+            "decode": decode_params(self.cfg),
+        }
+
+    def decode_tag(self, fam: str) -> str:
+        return tag_of(self.decode_spec(fam))
+
+    def decode_shard(self, fam: str, cond: str, shard: str) -> str:
+        return f"{RESULTS}/decodes/av-{self.decode_tag(fam)}/{cond}/shard-{shard}.parquet"
+
+    def family_for_decode_tag(self, avtag: str) -> str:
+        for fam in self.families:
+            if self.decode_tag(fam) == avtag:
+                return fam
+        raise ConfigError(f"decode tag av-{avtag} is not produced by this config")
+
+    def ar_spec(self, fam: str) -> dict:
+        return {
+            "ar": checkpoint_spec(self.cfg, fam, "ar"),
+            "gold": self.activation_tag(fam, "eval"),
+        }
+
+    def ar_tag(self, fam: str) -> str:
+        return tag_of(self.ar_spec(fam))
+
+    def family_for_ar_tag(self, artag: str) -> str:
+        for fam in self.families:
+            if self.ar_tag(fam) == artag:
+                return fam
+        raise ConfigError(f"AR tag ar-{artag} is not produced by this config")
+
+    def score_shard(self, av: str, ar: str, cond: str, variant: str, shard: str) -> str:
+        pair = f"av-{self.decode_tag(av)}__ar-{self.ar_tag(ar)}"
+        return f"{RESULTS}/scores/{pair}/{cond}/{variant}/shard-{shard}.parquet"
+
+    def decode_job(self, avtag: str, cond: str, shard: str) -> dict:
+        fam = self.family_for_decode_tag(avtag)
+        d = self.cfg["decode"]
+        return {
+            "inputs": {
+                "acts": self.activation_shard(fam, "eval", shard),
+                "model": self.checkpoint_inputs(fam, "av"),
+            },
+            "checkpoint": to_json(self.checkpoint_entry(fam, "av")),
+            "params": to_json({**decode_params(self.cfg), "batch_size": d["batch_size"]}),
+            "demo_root": self.demo_root(fam, "av") or "",
+            "provenance": to_json(
+                {"family": fam, "tag": avtag, "tag_spec": self.decode_spec(fam), "cond": cond}
+            ),
+        }
+
+    def score_job(self, avtag: str, artag: str, cond: str, variant: str, shard: str) -> dict:
+        av = self.family_for_decode_tag(avtag)
+        ar = self.family_for_ar_tag(artag)
+        return {
+            "inputs": {
+                "decodes": self.decode_shard(av, cond, shard),
+                "gold": self.activation_shard(ar, "eval", shard),
+                "model": self.checkpoint_inputs(ar, "ar"),
+            },
+            "checkpoint": to_json(self.checkpoint_entry(ar, "ar")),
+            "params": to_json({"batch_size": self.cfg["decode"]["batch_size"]}),
+            "demo_root": self.demo_root(ar, "ar") or "",
+            "provenance": to_json(
+                {
+                    "av_family": av,
+                    "ar_family": ar,
+                    "av_tag": avtag,
+                    "ar_tag": artag,
+                    "ar_tag_spec": self.ar_spec(ar),
+                    "cond": cond,
+                    "variant": variant,
+                }
+            ),
+        }
+
+    # ------------------------------------------------------------------ aggregates
+    def cell_inputs(self, av: str, ar: str, cond: str = "greedy", variant: str = "full") -> dict:
+        shards = self.shards("eval")
+        return {
+            "scores": [self.score_shard(av, ar, cond, variant, s) for s in shards],
+            "gold": [self.activation_shard(ar, "eval", s) for s in shards],
+        }
+
+    def aggregate_params(self, name: str) -> dict:
+        """Parameters of an aggregate of its own (not folded into its inputs' tags)."""
+        return {"aggregate": name, "metrics": self.cfg["metrics"], "families": self.families}
+
+    def stamp(self, name: str) -> str:
+        """The stamp file of an aggregate: its own parameters, their tag in the name, so a
+        change of parameters is a new input (also on a fresh machine, also with remote storage)."""
+        return f"{STAMPS}/{name}-{tag_of(self.aggregate_params(name))}.json"
+
+    def stamp_params_for(self, name: str, stag: str) -> dict:
+        params = self.aggregate_params(name)
+        if tag_of(params) != stag:
+            raise ConfigError(f"stamp {name}-{stag} is not produced by this config")
+        return params
+
+    def aggregate_spec(self, name: str) -> dict:
+        fams = self.families
+        pairs = (
+            [(f, f) for f in fams]
+            if name == "fve_baseline"
+            else [(a, b) for a in fams for b in fams]
+        )
+        aligned = [f for f in fams if f != self.primary]
+        return {
+            "families": fams,
+            "metrics": self.cfg["metrics"],
+            "train_var": {f: self.cfg["families"][f].get("train_var") for f in fams},
+            "cells": {f"{a}__{b}": self.cell_inputs(a, b) for a, b in pairs},
+            "alignment_sidecars": [
+                self.activation_sidecar(f, "eval", s) for f in aligned for s in self.shards("eval")
+            ],
+        }
+
+    def aggregate_inputs(self, name: str) -> list[str]:
+        spec = self.aggregate_spec(name)
+        files = [p for cell in spec["cells"].values() for p in cell["scores"] + cell["gold"]]
+        return sorted(set(files + spec["alignment_sidecars"])) + [self.stamp(name)]
+
     # ------------------------------------------------------------------ job parameters
     @property
     def device(self) -> str:
@@ -295,6 +431,17 @@ class Plan:
             "max_length": s["max_length"],
             "batch_size": s["batch_size"],
         }
+
+
+def decode_params(cfg: dict) -> dict:
+    d = cfg["decode"]
+    return {
+        "seed": cfg["run"]["seed"],
+        "max_new_tokens": d["max_new_tokens"],
+        "n_samples": d["n_samples"],
+        "temperature": d["temperature"],
+        "backend": d["backend"],
+    }
 
 
 def to_json(obj: Any) -> str:

@@ -65,9 +65,13 @@ VARIANTS = ("full",)
 
 def score_rows(pred: np.ndarray, gold: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row: predicted-vector norm, cos and nmse = mean_j (p_nrm − g_nrm)² = 2(1 − cos)."""
+    from nlaprobe.errors import DataError
     from nlaprobe.metrics import cos_rows, nmse_rows
 
-    return np.linalg.norm(pred, axis=1), cos_rows(pred, gold), nmse_rows(pred, gold)
+    try:
+        return np.linalg.norm(pred, axis=1), cos_rows(pred, gold), nmse_rows(pred, gold)
+    except ValueError as e:  # a zero or non-finite prediction or gold row
+        raise DataError(f"scoring: {e}") from None
 
 
 def score_shard(
@@ -90,7 +94,14 @@ def score_shard(
     from nlaprobe.decode import DECODE_META_KEY
     from nlaprobe.errors import DataError
     from nlaprobe.extract import resolve_device
-    from nlaprobe.io import read_table, table_meta, vectors_from_column, with_meta, write_table
+    from nlaprobe.io import (
+        read_table,
+        table_meta,
+        vectors_from_column,
+        vectors_to_arrow,
+        with_meta,
+        write_table,
+    )
 
     if variant not in VARIANTS:
         raise ValueError(f"unknown AR-input variant {variant!r}; valid: {list(VARIANTS)}")
@@ -122,6 +133,8 @@ def score_shard(
         device=device,
     )
     n = len(rows)
+    pred_all = np.zeros((n, ar.meta.d_model), dtype=np.float32)
+    pred_all[idx] = pred
     norm = np.full(n, np.nan, dtype=np.float64)
     cos = np.full(n, np.nan, dtype=np.float64)
     nmse = np.full(n, np.nan, dtype=np.float64)
@@ -144,6 +157,7 @@ def score_shard(
             "pred_norm": masked(norm),
             "cos": masked(cos),
             "nmse": masked(nmse),
+            "pred_vector": vectors_to_arrow(pred_all, ok),
         }
     )
     summary = {

@@ -1,0 +1,30 @@
+# AV decodes of the evaluation split: one row per (activation row, sample).
+
+
+rule decode:
+    input:
+        unpack(lambda w: P.decode_job(w.avtag, w.cond, w.shard)["inputs"]),
+    output:
+        "results/decodes/av-{avtag}/{cond}/shard-{shard}.parquet",
+    params:
+        checkpoint=lambda w: P.decode_job(w.avtag, w.cond, w.shard)["checkpoint"],
+        decode=lambda w: P.decode_job(w.avtag, w.cond, w.shard)["params"],
+        demo_root=lambda w: P.decode_job(w.avtag, w.cond, w.shard)["demo_root"],
+        provenance=lambda w: P.decode_job(w.avtag, w.cond, w.shard)["provenance"],
+        device=P.device,
+    log:
+        "logs/decode/av-{avtag}/{cond}/shard-{shard}.log",
+    benchmark:
+        "benchmarks/rules/decode/av-{avtag}/{cond}/shard-{shard}.tsv"
+    threads: 1
+    resources:
+        mem_mb=16000,
+        runtime=240,
+        gpu=P.gpus(),
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "python -m nlaprobe --threads {threads} decode --checkpoint {params.checkpoint:q}"
+        " --activations {input.acts:q} --cond {wildcards.cond} --params {params.decode:q}"
+        " --out {output:q} --demo-root={params.demo_root:q} --provenance {params.provenance:q}"
+        " --device {params.device} > {log:q} 2>&1"

@@ -1,0 +1,60 @@
+# AR scoring of decodes against the AR family's own aligned vectors, and the E1 baseline.
+
+
+rule score:
+    input:
+        unpack(
+            lambda w: P.score_job(w.avtag, w.artag, w.cond, w.variant, w.shard)["inputs"]
+        ),
+    output:
+        "results/scores/av-{avtag}__ar-{artag}/{cond}/{variant}/shard-{shard}.parquet",
+    params:
+        checkpoint=lambda w: P.score_job(w.avtag, w.artag, w.cond, w.variant, w.shard)[
+            "checkpoint"
+        ],
+        score=lambda w: P.score_job(w.avtag, w.artag, w.cond, w.variant, w.shard)["params"],
+        demo_root=lambda w: P.score_job(w.avtag, w.artag, w.cond, w.variant, w.shard)[
+            "demo_root"
+        ],
+        provenance=lambda w: P.score_job(w.avtag, w.artag, w.cond, w.variant, w.shard)[
+            "provenance"
+        ],
+        device=P.device,
+    log:
+        "logs/score/av-{avtag}__ar-{artag}/{cond}/{variant}/shard-{shard}.log",
+    benchmark:
+        "benchmarks/rules/score/av-{avtag}__ar-{artag}/{cond}/{variant}/shard-{shard}.tsv"
+    threads: 1
+    resources:
+        mem_mb=16000,
+        runtime=120,
+        gpu=P.gpus(),
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "python -m nlaprobe --threads {threads} score --checkpoint {params.checkpoint:q}"
+        " --decodes {input.decodes:q} --gold {input.gold:q} --variant {wildcards.variant}"
+        " --params {params.score:q} --out {output:q} --demo-root={params.demo_root:q}"
+        " --provenance {params.provenance:q} --device {params.device} > {log:q} 2>&1"
+
+
+rule fve_baseline:
+    input:
+        P.aggregate_inputs("fve_baseline"),
+    output:
+        "results/fve_baseline.json",
+    params:
+        spec=to_json(P.aggregate_spec("fve_baseline")),
+        config=to_json(config),
+    log:
+        "logs/fve_baseline.log",
+    benchmark:
+        "benchmarks/rules/fve_baseline.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "python -m nlaprobe aggregate fve_baseline --spec {params.spec:q}"
+        " --config {params.config:q} --out {output:q} > {log:q} 2>&1"

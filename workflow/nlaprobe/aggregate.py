@@ -1,0 +1,286 @@
+"""Aggregates: score shards -> results JSON (`{"meta": ..., "data": ...}`, SPEC §8).
+
+inputs -> outputs: per (AV family, AR family) the score shards of a decode condition and the AR
+family's gold activation shards -> `results/fve_baseline.json` (E1) and
+`results/transfer_matrix.json` (E7).
+
+Invariants:
+- the gold of a row is the AR family's own (aligned) vector for that row; rows are matched by
+  (shard, row index) and their doc_ids are checked;
+- tag failures are excluded from FVE and counted; a strict FVE scores each as nmse = 2;
+- every headline figure has a 95% bootstrap interval over documents; the shuffled-pair null
+  permutes the explanations (equivalently the AR's predictions) across rows with a fixed seed;
+- `data` depends only on the inputs and parameters: two runs give identical `data`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nlaprobe import __version__
+from nlaprobe import constants as C
+from nlaprobe import metrics as M
+from nlaprobe.errors import DataError
+from nlaprobe.io import read_table, vectors_from_column, write_json
+
+log = logging.getLogger(__name__)
+
+RESULTS_SCHEMA_VERSION = 1
+
+
+@dataclass
+class Scored:
+    """The scored rows of one (AV, AR, condition, variant) over all shards, aligned with gold."""
+
+    pred: np.ndarray  # [n, d] AR predictions of the scored rows
+    gold: np.ndarray  # [n, d] AR family's vectors for those rows
+    doc_ids: list[str]  # [n] document of each scored row (bootstrap groups)
+    nmse: np.ndarray  # [n]
+    n_rows: int  # all rows, including tag failures and decode errors
+    tag_failures: int
+    decode_errors: int
+
+
+def load_scored(
+    score_paths: Sequence[str], gold_paths: Sequence[str], sample: int | None = 0
+) -> Scored:
+    """Read score shards with their gold activation shards (same order). `sample`: keep only
+    that sample index (None keeps all)."""
+    if len(score_paths) != len(gold_paths):
+        raise DataError(f"{len(score_paths)} score shards but {len(gold_paths)} gold shards")
+    preds, golds, docs, nmses = [], [], [], []
+    n_rows = tag_failures = decode_errors = 0
+    for sp, gp in zip(score_paths, gold_paths, strict=True):
+        st = read_table(
+            sp, ["row", "doc_id", "sample", "tag_failure", "decode_error", "nmse", "pred_vector"]
+        )
+        gt = read_table(gp, [C.COL_DOC_ID, C.COL_VECTOR])
+        if sample is not None:
+            keep = np.asarray(st.column("sample").to_numpy()) == sample
+            st = st.filter(keep)
+        rows = np.asarray(st.column("row").to_numpy())
+        doc_ids = st.column("doc_id").to_pylist()
+        gold_ids = gt.column(C.COL_DOC_ID).to_pylist()
+        for r, did in zip(rows, doc_ids, strict=True):
+            if r >= len(gold_ids) or gold_ids[r] != did:
+                raise DataError(f"{gp}: row {r} does not hold {did!r} as {sp} expects")
+        tf = np.asarray(st.column("tag_failure").to_pylist(), dtype=bool)
+        de = np.asarray(st.column("decode_error").to_pylist(), dtype=bool)
+        ok = ~tf & ~de
+        n_rows += len(rows)
+        tag_failures += int(tf.sum())
+        decode_errors += int(de.sum())
+        gold = vectors_from_column(gt, C.COL_VECTOR, where=gp)
+        scored = st.filter(ok)
+        if scored.num_rows:
+            preds.append(vectors_from_column(scored, "pred_vector", where=sp))
+            golds.append(gold[rows[ok]])
+            docs += [d for d, k in zip(doc_ids, ok, strict=True) if k]
+            nmses.append(np.asarray(scored.column("nmse").to_numpy(), dtype=np.float64))
+    if not preds:
+        log.warning("no scored rows in %s (all tag failures or errors)", list(score_paths))
+        empty = np.zeros((0, 0), dtype=np.float32)
+        return Scored(empty, empty, [], np.zeros(0), n_rows, tag_failures, decode_errors)
+    return Scored(
+        np.concatenate(preds),
+        np.concatenate(golds),
+        docs,
+        np.concatenate(nmses),
+        n_rows,
+        tag_failures,
+        decode_errors,
+    )
+
+
+def shuffled_null_fve(s: Scored, seed: int) -> float | None:
+    """fve_own when each row's explanation is replaced by another row's (fixed permutation)."""
+    if len(s.pred) < 2:
+        return None
+    perm = np.random.default_rng(seed).permutation(len(s.pred))
+    nmse = M.nmse_rows(s.pred[perm], s.gold)
+    return M.fve(nmse, M.population_var(s.gold))
+
+
+def fidelity(s: Scored, *, train_var: float | None, n_boot: int, seed: int, alpha: float) -> dict:
+    """E1 metrics of one scored set (metrics.summarize + counts). With no scored row (every
+    decode a tag failure) the FVE figures are null and only the counts are reported."""
+    if len(s.pred) == 0:
+        none = {"value": None, "lo": None, "hi": None}
+        return {
+            "n": 0,
+            "tag_failures": s.tag_failures,
+            "nmse_mean": none,
+            "nmse_median": None,
+            "cos_mean": none,
+            "var_own": None,
+            "var_train": train_var,
+            "fve_own": none,
+            "fve_train": none if train_var is not None else None,
+            "frac_fve_neg": None,
+            "frac_fve_gt_half": None,
+            "nmse_mean_strict": M.STRICT_FAILURE_NMSE if s.tag_failures else None,
+            "fve_own_strict": None,
+            "fve_train_strict": (1 - M.STRICT_FAILURE_NMSE / train_var)
+            if (train_var is not None and s.tag_failures)
+            else None,
+            "n_rows": s.n_rows,
+            "decode_errors": s.decode_errors,
+        }
+    out = M.summarize(
+        s.pred,
+        s.gold,
+        train_var=train_var,
+        tag_failures=s.tag_failures,
+        groups=s.doc_ids,
+        n_boot=n_boot,
+        seed=seed,
+        alpha=alpha,
+    )
+    out["n_rows"] = s.n_rows
+    out["decode_errors"] = s.decode_errors
+    return out
+
+
+# ----------------------------------------------------------------------------- meta
+
+
+def git_sha(repo: Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=repo or Path(__file__).resolve().parents[2],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def config_hash(cfg: dict) -> str:
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def results_meta(cfg: dict, extra: dict | None = None) -> dict:
+    """The `meta` block of a results JSON (never compared by tests; `data` is)."""
+    checkpoints = {
+        fam: {
+            role: {
+                k: v for k, v in f[role].items() if k in ("id", "path", "demo", "revision", "dtype")
+            }
+            for role in ("base", "av", "ar")
+        }
+        for fam, f in cfg.get("families", {}).items()
+    }
+    return {
+        "schema_version": RESULTS_SCHEMA_VERSION,
+        "package_version": __version__,
+        "git_sha": git_sha(),
+        "config_hash": config_hash(cfg),
+        "checkpoints": checkpoints,
+        "seeds": {"run": cfg.get("run", {}).get("seed"), "metrics": cfg.get("metrics", {})},
+        "device": cfg.get("run", {}).get("device"),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        **(extra or {}),
+    }
+
+
+# ----------------------------------------------------------------------------- aggregates
+
+
+def _cell_inputs(spec: dict, av: str, ar: str) -> tuple[list[str], list[str]]:
+    cell = spec["cells"][f"{av}__{ar}"]
+    return cell["scores"], cell["gold"]
+
+
+def fve_baseline(spec: dict) -> dict:
+    """E1: greedy AV -> own AR per family."""
+    m = spec["metrics"]
+    data = {}
+    for fam in spec["families"]:
+        s = load_scored(*_cell_inputs(spec, fam, fam))
+        data[fam] = fidelity(
+            s,
+            train_var=spec["train_var"].get(fam),
+            n_boot=m["n_boot"],
+            seed=m["null_seed"],
+            alpha=m["alpha"],
+        )
+    return {"families": data}
+
+
+def transfer_matrix(spec: dict) -> dict:
+    """E7: every AV family x AR family, fve_own with CI and a shuffled-pair null per cell."""
+    m = spec["metrics"]
+    fams = spec["families"]
+    cells = {}
+    for av in fams:
+        for ar in fams:
+            s = load_scored(*_cell_inputs(spec, av, ar))
+            fid = fidelity(
+                s, train_var=None, n_boot=m["n_boot"], seed=m["null_seed"], alpha=m["alpha"]
+            )
+            cells[f"{av}__{ar}"] = {
+                "av": av,
+                "ar": ar,
+                "route": "within" if av == ar else "cross",
+                "fve_own": fid["fve_own"],
+                "null_fve_own": shuffled_null_fve(s, m["null_seed"]),
+                "nmse_mean": fid["nmse_mean"],
+                "cos_mean": fid["cos_mean"],
+                "var_own": fid["var_own"],
+                "n": fid["n"],
+                "n_rows": s.n_rows,
+                "tag_failures": s.tag_failures,
+                "fve_own_strict": fid["fve_own_strict"],
+            }
+    matrix = {av: {ar: cells[f"{av}__{ar}"]["fve_own"]["value"] for ar in fams} for av in fams}
+    nulls = {av: {ar: cells[f"{av}__{ar}"]["null_fve_own"] for ar in fams} for av in fams}
+    return {
+        "families": list(fams),
+        "matrix": matrix,
+        "nulls": nulls,
+        "cells": cells,
+        "alignment": spec.get("alignment", {}),
+    }
+
+
+AGGREGATES = {"fve_baseline": fve_baseline, "transfer_matrix": transfer_matrix}
+
+
+def alignment_summary(sidecars: Sequence[str]) -> dict:
+    """Mean absolute alignment error (chars) over the aligned family's activation sidecars."""
+    from nlaprobe.io import read_yaml
+
+    total, rows = 0.0, 0
+    for p in sidecars:
+        meta = read_yaml(p)
+        al = meta.get("alignment") or {}
+        if al.get("mean_abs_error_chars") is not None:
+            total += al["mean_abs_error_chars"] * meta["n_rows"]
+            rows += meta["n_rows"]
+    return {"mean_abs_error_chars": total / rows if rows else None, "n_rows": rows}
+
+
+def run_aggregate(name: str, spec: dict, out: str, cfg: dict | None = None) -> dict:
+    if name not in AGGREGATES:
+        raise ValueError(f"unknown aggregate {name!r}; valid: {sorted(AGGREGATES)}")
+    if spec.get("alignment_sidecars"):
+        spec = {**spec, "alignment": alignment_summary(spec["alignment_sidecars"])}
+    data = AGGREGATES[name](spec)
+    write_json(
+        out,
+        {"meta": results_meta(cfg or spec.get("config", {}), {"aggregate": name}), "data": data},
+    )
+    log.info("wrote %s", out)
+    return data
