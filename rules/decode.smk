@@ -9,7 +9,7 @@ rule decode:
     params:
         checkpoint=lambda w: P.decode_job(w.avtag, w.cond, w.shard)["checkpoint"],
         decode=lambda w: P.decode_job(w.avtag, w.cond, w.shard)["params"],
-        demo_root=lambda w: P.decode_job(w.avtag, w.cond, w.shard)["demo_root"],
+        demo_root=lambda w, input: input.model[0] if input.model else "",
         provenance=lambda w: P.decode_job(w.avtag, w.cond, w.shard)["provenance"],
         device=P.device,
     log:

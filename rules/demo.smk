@@ -2,13 +2,13 @@
 
 
 rule build_demo:
+    # the whole folder is the output, so remote storage stores (and a fresh machine retrieves)
+    # every file of the three checkpoints; `out` is the job's path of it (a local copy there)
     output:
-        base="results/demo/demo-{dtag}/{style}/base/config.json",
-        av="results/demo/demo-{dtag}/{style}/av/config.json",
-        ar="results/demo/demo-{dtag}/{style}/ar/config.json",
+        directory("results/demo/demo-{dtag}/{style}"),
     params:
         demo=lambda w: to_json(P.demo_params_for(w.dtag, w.style)),
-        out=lambda w: f"results/demo/demo-{w.dtag}/{w.style}",
+        out=lambda w, output: output[0],
     log:
         "logs/build_demo/demo-{dtag}/{style}.log",
     benchmark:

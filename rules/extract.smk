@@ -11,7 +11,7 @@ rule extract:
     params:
         checkpoint=lambda w: P.extract_job(w.btag, w.split, w.shard)["checkpoint"],
         extract=lambda w: P.extract_job(w.btag, w.split, w.shard)["params"],
-        demo_root=lambda w: P.extract_job(w.btag, w.split, w.shard)["demo_root"],
+        demo_root=lambda w, input: input.model[0] if input.model else "",
         provenance=lambda w: P.extract_job(w.btag, w.split, w.shard)["provenance"],
         positions=lambda w, input: input.get("positions", ""),
         device=P.device,

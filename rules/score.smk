@@ -13,9 +13,7 @@ rule score:
             "checkpoint"
         ],
         score=lambda w: P.score_job(w.avtag, w.artag, w.cond, w.variant, w.shard)["params"],
-        demo_root=lambda w: P.score_job(w.avtag, w.artag, w.cond, w.variant, w.shard)[
-            "demo_root"
-        ],
+        demo_root=lambda w, input: input.model[0] if input.model else "",
         provenance=lambda w: P.score_job(w.avtag, w.artag, w.cond, w.variant, w.shard)[
             "provenance"
         ],
@@ -44,7 +42,7 @@ rule fve_baseline:
     output:
         "results/fve_baseline.json",
     params:
-        spec=to_json(P.aggregate_spec("fve_baseline")),
+        spec=lambda w, input: to_json(P.aggregate_job_spec("fve_baseline", input)),
         config=to_json(config),
     log:
         "logs/fve_baseline.log",

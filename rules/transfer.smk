@@ -7,7 +7,7 @@ rule transfer_matrix:
     output:
         "results/transfer_matrix.json",
     params:
-        spec=to_json(P.aggregate_spec("transfer_matrix")),
+        spec=lambda w, input: to_json(P.aggregate_job_spec("transfer_matrix", input)),
         config=to_json(config),
     log:
         "logs/transfer_matrix.log",

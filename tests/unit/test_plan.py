@@ -15,7 +15,7 @@ import pytest
 
 from nlaprobe.config import load_config, read_config_file, validate_config
 from nlaprobe.errors import ConfigError
-from nlaprobe.plan import ROLES, SPLITS, Plan
+from nlaprobe.plan import ROLES, SPLITS, Plan, checkpoint_spec
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT = REPO / "config" / "config.yaml"
@@ -31,8 +31,11 @@ def plan_of(name: str, mutate: Callable[[dict], None] | None = None) -> Plan:
     return Plan(validate_config(raw, source=name))
 
 
+AGGREGATES = ("fve_baseline", "transfer_matrix")
+
+
 def tags(plan: Plan) -> dict[str, str]:
-    """Every tag of a plan, keyed by what it identifies."""
+    """Every tag of a plan, keyed by what it identifies (the stamps by their path)."""
     out = {}
     for split in SPLITS:
         out[f"corpus/{split}"] = plan.corpus_tag(split)
@@ -41,6 +44,10 @@ def tags(plan: Plan) -> dict[str, str]:
     for fam in plan.families:
         for role in ROLES:
             out[f"checkpoint/{fam}/{role}"] = plan.checkpoint_tag(fam, role)
+        out[f"decode/{fam}"] = plan.decode_tag(fam)
+        out[f"ar/{fam}"] = plan.ar_tag(fam)
+    for name in AGGREGATES:
+        out[f"stamp/{name}"] = plan.stamp(name)
     return out
 
 
@@ -59,6 +66,15 @@ def activation_keys(*fams: str, splits=SPLITS) -> set[str]:
     return {f"activations/{fam}/{split}" for fam in fams for split in splits}
 
 
+def scoring_keys(*fams: str) -> set[str]:
+    """The decode and AR tags of these families: both fold the family's eval activations."""
+    return {f"{kind}/{fam}" for fam in fams for kind in ("decode", "ar")}
+
+
+def stamp_keys() -> set[str]:
+    return {f"stamp/{name}" for name in AGGREGATES}
+
+
 @pytest.fixture(params=list(CONFIGS))
 def name(request) -> str:
     return request.param
@@ -75,7 +91,12 @@ def test_configs_validate_through_load_config(name):
 def test_tags_are_deterministic_and_short_hex(name):
     first, second = tags(plan_of(name)), tags(plan_of(name))
     assert first == second
-    assert all(re.fullmatch(r"[0-9a-f]{10}", t) for t in first.values())
+    for key, t in first.items():
+        if key.startswith("stamp/"):
+            name_ = key.removeprefix("stamp/")
+            assert re.fullmatch(rf"results/\.stamps/{name_}-[0-9a-f]{{10}}\.json", t), t
+        else:
+            assert re.fullmatch(r"[0-9a-f]{10}", t), (key, t)
     # every artifact kind has its own identity
     assert len(set(first.values())) == len(first)
 
@@ -90,6 +111,9 @@ def test_tags_do_not_depend_on_the_process(name):
         "t = {f'{f}/{s}': p.activation_tag(f, s) for f in p.families for s in SPLITS}\n"
         "t.update({f'{f}/{r}': p.checkpoint_tag(f, r) for f in p.families for r in ROLES})\n"
         "t.update({s: p.corpus_tag(s) for s in SPLITS})\n"
+        "t.update({f'decode/{f}': p.decode_tag(f) for f in p.families})\n"
+        "t.update({f'ar/{f}': p.ar_tag(f) for f in p.families})\n"
+        "t.update({n: p.stamp(n) for n in ('fve_baseline', 'transfer_matrix')})\n"
         "print(json.dumps(t))\n"
     )
     seen = []
@@ -107,6 +131,10 @@ def test_tags_do_not_depend_on_the_process(name):
     assert seen[0] == seen[1]
     assert seen[0]["eval"] == here.corpus_tag("eval")
     assert seen[0][f"{here.primary}/eval"] == here.activation_tag(here.primary, "eval")
+    assert {k: v for k, v in seen[0].items() if k.startswith(("decode/", "ar/"))} == {
+        k: v for k, v in tags(here).items() if k.startswith(("decode/", "ar/"))
+    }
+    assert seen[0]["transfer_matrix"] == here.stamp("transfer_matrix")
 
 
 def test_primary_family():
@@ -125,8 +153,18 @@ def test_swapping_an_ar_changes_only_that_checkpoint_tag(name):
             raw["families"][fam]["ar"] = {"id": "someone/other-ar", "revision": "abc123"}
 
         after = plan_of(name, swap)
-        assert changed(before, after) == {f"checkpoint/{fam}/ar"}
+        # the AR tag of that family moves (its score paths); no decode tag, no activation
+        assert changed(before, after) == {f"checkpoint/{fam}/ar", f"ar/{fam}"}
         assert before.all_activations() == after.all_activations()
+        for av in before.families:
+            assert before.decode_shard(av, "greedy", "00000") == after.decode_shard(
+                av, "greedy", "00000"
+            )
+            for ar in before.families:
+                same = before.score_shard(av, ar, "greedy", "full", "00000") == after.score_shard(
+                    av, ar, "greedy", "full", "00000"
+                )
+                assert same == (ar != fam), (av, ar)
 
 
 def test_ar_dtype_alone_changes_the_ar_tag(name):
@@ -136,7 +174,7 @@ def test_ar_dtype_alone_changes_the_ar_tag(name):
     def swap(raw):
         raw["families"][fam]["ar"]["dtype"] = "float16"
 
-    assert changed(before, plan_of(name, swap)) == {f"checkpoint/{fam}/ar"}
+    assert changed(before, plan_of(name, swap)) == {f"checkpoint/{fam}/ar", f"ar/{fam}"}
 
 
 def test_changing_the_primary_base_moves_every_activation_tag(name):
@@ -150,6 +188,7 @@ def test_changing_the_primary_base_moves_every_activation_tag(name):
     assert changed(before, after) == {
         f"checkpoint/{primary}/base",
         *activation_keys(*before.families),
+        *scoring_keys(*before.families),
     }
     for split in SPLITS:
         assert before.positions_shard(split, "00000") != after.positions_shard(split, "00000")
@@ -163,7 +202,11 @@ def test_changing_the_other_base_moves_only_its_own_activation_tags(name):
         raw["families"][fam]["base"]["dtype"] = "float16"
 
     after = plan_of(name, swap)
-    assert changed(before, after) == {f"checkpoint/{fam}/base", *activation_keys(fam)}
+    assert changed(before, after) == {
+        f"checkpoint/{fam}/base",
+        *activation_keys(fam),
+        *scoring_keys(fam),
+    }
     for split in SPLITS:
         assert before.positions_shard(split, "00000") == after.positions_shard(split, "00000")
 
@@ -175,7 +218,11 @@ def test_paper_base_revision_is_part_of_the_identity():
         raw["families"]["qwen"]["base"]["revision"] = "0123456789abcdef"
 
     after = plan_of("paper", swap)
-    assert changed(before, after) == {"checkpoint/qwen/base", *activation_keys("qwen")}
+    assert changed(before, after) == {
+        "checkpoint/qwen/base",
+        *activation_keys("qwen"),
+        *scoring_keys("qwen"),
+    }
 
 
 def test_default_demo_settings_move_every_checkpoint_and_activation_tag():
@@ -186,7 +233,9 @@ def test_default_demo_settings_move_every_checkpoint_and_activation_tag():
 
     after = plan_of("default", swap)
     checkpoints = {f"checkpoint/{f}/{r}" for f in before.families for r in ROLES}
-    assert changed(before, after) == checkpoints | activation_keys(*before.families)
+    assert changed(before, after) == (
+        checkpoints | activation_keys(*before.families) | scoring_keys(*before.families)
+    )
     for style in before.demo_styles():
         assert before.demo_tag(style) != after.demo_tag(style)
 
@@ -205,17 +254,38 @@ def test_default_checkpoint_dtype_does_not_move_the_demo_build():
 # ----------------------------------------------------------------------------- corpus and sampling
 
 
-def test_eval_range_moves_eval_tags_only(name):
-    before = plan_of(name)
+def test_eval_range_moves_eval_tags_only_for_trained_checkpoints():
+    before = plan_of("paper")
 
     def swap(raw):
         raw["corpus"]["splits"]["eval"]["stop"] += 1
 
-    after = plan_of(name, swap)
+    after = plan_of("paper", swap)
     assert changed(before, after) == {
         "corpus/eval",
         *activation_keys(*before.families, splits=["eval"]),
+        *scoring_keys(*before.families),
     }
+
+
+def test_eval_range_moves_the_demo_builds_that_hold_it_out():
+    """The demo families train on the built-in corpus minus the eval documents: a new eval range
+    is a new training set, hence new checkpoints and every tag below them (not the ridge corpus)."""
+    before = plan_of("default")
+
+    def swap(raw):
+        raw["corpus"]["splits"]["eval"]["stop"] += 1
+
+    after = plan_of("default", swap)
+    checkpoints = {f"checkpoint/{f}/{r}" for f in before.families for r in ROLES}
+    assert changed(before, after) == {
+        "corpus/eval",
+        *checkpoints,
+        *activation_keys(*before.families),
+        *scoring_keys(*before.families),
+    }
+    for style in before.demo_styles():
+        assert before.demo_tag(style) != after.demo_tag(style)
 
 
 def test_ridge_range_moves_ridge_tags_only(name):
@@ -240,6 +310,7 @@ def test_shard_size_moves_corpus_and_activation_tags(name):
         "corpus/eval",
         "corpus/ridge",
         *activation_keys(*before.families),
+        *scoring_keys(*before.families),
     }
 
 
@@ -266,10 +337,12 @@ def test_batch_size_changes_no_tag(name):
     ],
     ids=["seed", "positions_per_doc", "min_position", "max_length"],
 )
-def test_sampling_parameters_move_activation_tags_only(name, mutate):
+def test_sampling_parameters_move_activation_tags_and_below_only(name, mutate):
     before = plan_of(name)
     after = plan_of(name, mutate)
-    assert changed(before, after) == activation_keys(*before.families)
+    assert changed(before, after) == (
+        activation_keys(*before.families) | scoring_keys(*before.families)
+    )
 
 
 def test_layers_are_part_of_the_activation_identity():
@@ -279,7 +352,7 @@ def test_layers_are_part_of_the_activation_identity():
         raw["families"]["gemma"]["adjacent_layers"] = [1]
 
     after = plan_of("default", swap)
-    assert changed(before, after) == activation_keys("gemma")
+    assert changed(before, after) == activation_keys("gemma") | scoring_keys("gemma")
 
 
 # ----------------------------------------------------------------------------- unknown tags
@@ -325,6 +398,227 @@ def test_known_tags_resolve(name):
     for style in plan.demo_styles():
         params = plan.demo_params_for(plan.demo_tag(style), style)
         assert params["layer"] == 2
+
+
+# ----------------------------------------------------------------------------- decodes, scores, stamps
+
+
+def test_decode_and_ar_tags_are_distinct_per_family(name):
+    plan = plan_of(name)
+    t = tags(plan)
+    decodes = {t[f"decode/{f}"] for f in plan.families}
+    ars = {t[f"ar/{f}"] for f in plan.families}
+    assert len(decodes) == len(ars) == len(plan.families)
+    assert decodes.isdisjoint(ars)
+
+
+def test_decode_and_score_paths(name):
+    plan = plan_of(name)
+    av, ar = plan.families[0], plan.families[-1]
+    dtag, atag = plan.decode_tag(av), plan.ar_tag(ar)
+    assert plan.decode_shard(av, "greedy", "00001") == (
+        f"results/decodes/av-{dtag}/greedy/shard-00001.parquet"
+    )
+    assert plan.score_shard(av, ar, "greedy", "full", "00001") == (
+        f"results/scores/av-{dtag}__ar-{atag}/greedy/full/shard-00001.parquet"
+    )
+    # what the tags stand for: the decode folds the AV, its family's eval activations and the
+    # decode parameters; the AR tag the AR and the gold (its family's eval activations)
+    spec = plan.decode_spec(av)
+    assert spec["av"] == checkpoint_spec(plan.cfg, av, "av")
+    assert spec["activations"] == plan.activation_tag(av, "eval")
+    assert spec["decode"]["max_new_tokens"] == plan.cfg["decode"]["max_new_tokens"]
+    assert "batch_size" not in spec["decode"]
+    assert plan.ar_spec(ar) == {
+        "ar": checkpoint_spec(plan.cfg, ar, "ar"),
+        "gold": plan.activation_tag(ar, "eval"),
+    }
+
+
+def test_decode_and_score_jobs_resolve(name):
+    plan = plan_of(name)
+    for av in plan.families:
+        job = plan.decode_job(plan.decode_tag(av), "greedy", "00001")
+        assert job["inputs"]["acts"] == plan.activation_shard(av, "eval", "00001")
+        prov = json.loads(job["provenance"])
+        assert prov["family"] == av and prov["tag_spec"] == plan.decode_spec(av)
+        assert json.loads(job["checkpoint"])["dtype"] == plan.cfg["families"][av]["av"]["dtype"]
+        for ar in plan.families:
+            job = plan.score_job(plan.decode_tag(av), plan.ar_tag(ar), "greedy", "full", "00001")
+            assert job["inputs"]["decodes"] == plan.decode_shard(av, "greedy", "00001")
+            # the gold is the AR family's own (aligned) vector for the row
+            assert job["inputs"]["gold"] == plan.activation_shard(ar, "eval", "00001")
+            prov = json.loads(job["provenance"])
+            assert (prov["av_family"], prov["ar_family"]) == (av, ar)
+            assert prov["ar_tag_spec"] == plan.ar_spec(ar)
+    if name == "default":  # demo checkpoints wait for their family's build
+        for fam in plan.families:
+            (model,) = plan.decode_job(plan.decode_tag(fam), "greedy", "00000")["inputs"]["model"]
+            assert model.startswith(plan.demo_dir(fam))
+    else:
+        job = plan.decode_job(plan.decode_tag("qwen"), "greedy", "00000")
+        assert job["inputs"]["model"] == [] and job["demo_root"] == ""
+
+
+def test_swapping_an_ar_moves_its_ar_tag_and_no_decode_tag(name):
+    before = plan_of(name)
+    for fam in before.families:
+
+        def swap(raw, fam=fam):
+            raw["families"][fam]["ar"] = {"id": "someone/other-ar", "revision": "abc123"}
+
+        after = plan_of(name, swap)
+        for other in before.families:
+            assert before.decode_tag(other) == after.decode_tag(other)
+            assert (before.ar_tag(other) == after.ar_tag(other)) == (other != fam)
+        for stamp in AGGREGATES:
+            assert before.stamp(stamp) == after.stamp(stamp)
+
+
+def test_max_new_tokens_moves_every_decode_tag_and_nothing_upstream(name):
+    before = plan_of(name)
+
+    def swap(raw):
+        raw["decode"]["max_new_tokens"] = 17
+
+    after = plan_of(name, swap)
+    assert changed(before, after) == {f"decode/{f}" for f in before.families}
+    assert before.all_activations() == after.all_activations()
+
+
+@pytest.mark.parametrize("key", ["n_samples", "temperature", "backend"])
+def test_other_decode_parameters_move_every_decode_tag(name, key):
+    before = plan_of(name)
+    value = {"n_samples": 3, "temperature": 0.7}.get(key)
+    if key == "backend":
+        value = "hf" if before.cfg["decode"]["backend"] == "vllm" else "vllm"
+
+    def swap(raw):
+        raw["decode"][key] = value
+
+    assert changed(before, plan_of(name, swap)) == {f"decode/{f}" for f in before.families}
+
+
+def test_decode_batch_size_changes_no_tag(name):
+    before = plan_of(name)
+
+    def swap(raw):
+        raw["decode"]["batch_size"] = 3
+
+    after = plan_of(name, swap)
+    assert changed(before, after) == set()
+    fam = before.families[0]
+    dtag, atag = before.decode_tag(fam), before.ar_tag(fam)
+    assert json.loads(after.decode_job(dtag, "greedy", "00000")["params"])["batch_size"] == 3
+    job = after.score_job(dtag, atag, "greedy", "full", "00000")
+    assert json.loads(job["params"])["batch_size"] == 3
+
+
+@pytest.mark.parametrize(("key", "value"), [("n_boot", 77), ("alpha", 0.1), ("null_seed", 5)])
+def test_metrics_move_only_the_stamps(name, key, value):
+    before = plan_of(name)
+
+    def swap(raw):
+        raw.setdefault("metrics", {})[key] = value
+
+    after = plan_of(name, swap)
+    assert changed(before, after) == stamp_keys()
+    for agg in AGGREGATES:
+        stamp = after.stamp(agg)
+        assert stamp.startswith(f"results/.stamps/{agg}-")
+        stag = stamp.removeprefix(f"results/.stamps/{agg}-").removesuffix(".json")
+        params = after.stamp_params_for(agg, stag)
+        assert params["metrics"][key] == value and params["aggregate"] == agg
+        # the aggregate's inputs: the same tagged shards, a new stamp
+        assert before.aggregate_inputs(agg)[:-1] == after.aggregate_inputs(agg)[:-1]
+        assert after.aggregate_inputs(agg)[-1] == stamp != before.stamp(agg)
+
+
+def test_aggregate_specs(name):
+    plan = plan_of(name)
+    fams = plan.families
+    base = plan.aggregate_spec("fve_baseline")
+    tm = plan.aggregate_spec("transfer_matrix")
+    assert set(base["cells"]) == {f"{f}__{f}" for f in fams}
+    assert set(tm["cells"]) == {f"{a}__{b}" for a in fams for b in fams}
+    for spec in (base, tm):
+        assert spec["families"] == fams
+        assert spec["metrics"] == plan.cfg["metrics"]
+        for cell, inputs in spec["cells"].items():
+            av, ar = cell.split("__")
+            shards = plan.shards("eval")
+            assert inputs["scores"] == [
+                plan.score_shard(av, ar, "greedy", "full", s) for s in shards
+            ]
+            assert inputs["gold"] == [plan.activation_shard(ar, "eval", s) for s in shards]
+        other = [f for f in fams if f != plan.primary]
+        assert spec["alignment_sidecars"] == [
+            plan.activation_sidecar(f, "eval", s) for f in other for s in plan.shards("eval")
+        ]
+    assert plan.aggregate_spec("fve_baseline")["train_var"] == {
+        f: plan.cfg["families"][f]["train_var"] for f in fams
+    }
+
+
+def test_unknown_decode_ar_and_stamp_tags_raise(name):
+    plan = plan_of(name)
+    fam = plan.families[0]
+    with pytest.raises(ConfigError, match="av-0000000000"):
+        plan.family_for_decode_tag("0000000000")
+    with pytest.raises(ConfigError, match="ar-0000000000"):
+        plan.family_for_ar_tag("0000000000")
+    with pytest.raises(ConfigError, match="av-0000000000"):
+        plan.decode_job("0000000000", "greedy", "00000")
+    with pytest.raises(ConfigError, match="ar-0000000000"):
+        plan.score_job(plan.decode_tag(fam), "0000000000", "greedy", "full", "00000")
+    with pytest.raises(ConfigError, match="av-0000000000"):
+        plan.score_job("0000000000", plan.ar_tag(fam), "greedy", "full", "00000")
+    # a tag of one kind is not accepted as another
+    with pytest.raises(ConfigError):
+        plan.family_for_decode_tag(plan.ar_tag(fam))
+    with pytest.raises(ConfigError):
+        plan.family_for_ar_tag(plan.decode_tag(fam))
+    with pytest.raises(ConfigError):
+        plan.family_for_decode_tag(plan.activation_tag(fam, "eval"))
+    with pytest.raises(ConfigError, match="fve_baseline-0000000000"):
+        plan.stamp_params_for("fve_baseline", "0000000000")
+    # a stamp's tag belongs to its aggregate
+    tm_tag = plan.stamp("transfer_matrix").rsplit("-", 1)[1].removesuffix(".json")
+    with pytest.raises(ConfigError):
+        plan.stamp_params_for("fve_baseline", tm_tag)
+
+
+# ----------------------------------------------------------------------------- demo builds
+
+
+def test_demo_params_hold_out_the_eval_documents():
+    from nlaprobe.demo import training_documents
+
+    plan = plan_of("default")
+    ev = plan.cfg["corpus"]["splits"]["eval"]
+    assert plan.cfg["corpus"]["source"] == "builtin"
+    for style in plan.demo_styles():
+        params = plan.demo_params_for(plan.demo_tag(style), style)
+        assert params["held_out"] == [[ev["start"], ev["stop"]]]
+    docs = training_documents(params["held_out"])
+    idx = {d.doc_idx for d in docs}
+    assert idx.isdisjoint(range(ev["start"], ev["stop"]))
+    assert ev["stop"] in idx and len(docs) > 100  # the rest of the corpus trains the demo
+    # the ridge documents are not held out: the demo may train on them
+    ridge = plan.cfg["corpus"]["splits"]["ridge"]
+    assert set(range(ridge["start"], ridge["stop"])) <= idx
+
+
+def test_demo_params_hold_out_nothing_for_another_corpus():
+    """An hf corpus is not the text the demo trains on: nothing to hold out."""
+    paper = read_config_file(PAPER)
+
+    def swap(raw):
+        raw["corpus"] = copy.deepcopy(paper["corpus"])
+
+    plan = plan_of("default", swap)
+    for style in plan.demo_styles():
+        assert plan.demo_params_for(plan.demo_tag(style), style)["held_out"] == []
 
 
 # ----------------------------------------------------------------------------- shard counts

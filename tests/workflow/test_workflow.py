@@ -1,5 +1,6 @@
 """The Snakemake DAG: dry runs of the default and paper configs, lint, and one real CPU run of a
-reduced default config followed by reruns that must plan exactly the dependent jobs.
+reduced default config (tiny training) whose results JSONs are checked, followed by reruns that
+must plan exactly the dependent jobs, and a partial rebuild that must give identical `data`.
 
 Every test runs Snakemake in a copy of the workflow files under tmp_path, so no `.snakemake/`
 state or result is shared with the repository or between tests that do not ask for it.
@@ -8,6 +9,7 @@ state or result is shared with the repository or between tests that do not ask f
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import shutil
@@ -22,7 +24,7 @@ import pytest
 import yaml
 
 from nlaprobe.config import read_config_file, validate_config
-from nlaprobe.plan import SPLITS, Plan
+from nlaprobe.plan import Plan
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOW_FILES = ("Snakefile", "rules", "config", "profiles", "envs")
@@ -80,14 +82,6 @@ def job_counts(output: str) -> dict[str, int]:
     return counts
 
 
-# Rules whose job counts the dry runs pin down; stages added later have their own tests.
-STAGES = ("build_demo", "corpus", "extract", "positions", "all")
-
-
-def stage_counts(counts: dict[str, int]) -> dict[str, int]:
-    return {rule: counts.get(rule, 0) for rule in STAGES}
-
-
 def planned_wildcards(output: str, rule: str) -> list[dict[str, str]]:
     """Wildcards of every job of `rule` in a dry run's job listing."""
     found = []
@@ -108,16 +102,41 @@ def workdir(tmp_path) -> Path:
 
 
 def test_dry_run_default(workdir):
-    counts = job_counts(snakemake(workdir, "-n").stdout)
-    # 2 demo builds; eval 2 + ridge 4 shards; every shard: 2 families x extract + 1 positions
-    assert stage_counts(counts) == {
+    out = snakemake(workdir, "-n").stdout
+    # 2 demo builds; eval 2 shards (the ridge split waits for the ridge experiment); per shard 2
+    # extractions + 1 positions, 2 greedy decodes, 4 scores (every AV x AR); 2 stamps, 2 aggregates
+    assert job_counts(out) == {
         "build_demo": 2,
-        "corpus": 6,
-        "extract": 12,
-        "positions": 6,
+        "corpus": 2,
+        "extract": 4,
+        "positions": 2,
+        "decode": 4,
+        "score": 8,
+        "stamp": 2,
+        "fve_baseline": 1,
+        "transfer_matrix": 1,
         "all": 1,
     }
+    for rule in ("corpus", "extract", "positions"):
+        assert {job["split"] for job in planned_wildcards(out, rule)} == {"eval"}
+    assert {job["cond"] for job in planned_wildcards(out, "decode")} == {"greedy"}
     assert not (workdir / "results").exists()
+
+
+def test_dry_run_of_the_transfer_matrix_alone(workdir):
+    """`snakemake results/transfer_matrix.json` builds everything the matrix needs (SPEC §2)."""
+    out = snakemake(workdir, "-n", "results/transfer_matrix.json").stdout
+    assert job_counts(out) == {
+        "build_demo": 2,
+        "corpus": 2,
+        "extract": 4,
+        "positions": 2,
+        "decode": 4,
+        "score": 8,
+        "stamp": 1,
+        "transfer_matrix": 1,
+    }
+    assert [job["name"] for job in planned_wildcards(out, "stamp")] == ["transfer_matrix"]
 
 
 def test_dry_run_paper_needs_no_network(workdir):
@@ -125,12 +144,16 @@ def test_dry_run_paper_needs_no_network(workdir):
     dead = "http://127.0.0.1:9"
     proxies = {k: dead for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
     out = snakemake(workdir, "-n", "--configfile", "config/paper.yaml", env=proxies).stdout
-    # eval 200/50 = 4 shards, ridge 4000/50 = 80; no demo builds
-    assert stage_counts(job_counts(out)) == {
-        "build_demo": 0,
-        "corpus": 84,
-        "extract": 168,
-        "positions": 84,
+    # eval 200/50 = 4 shards; no demo builds
+    assert job_counts(out) == {
+        "corpus": 4,
+        "extract": 8,
+        "positions": 4,
+        "decode": 8,
+        "score": 16,
+        "stamp": 2,
+        "fve_baseline": 1,
+        "transfer_matrix": 1,
         "all": 1,
     }
 
@@ -143,13 +166,34 @@ def test_lint(workdir):
 
 # ----------------------------------------------------------------------------- one real run
 
+EVAL = "eval"
+FAMILIES = ("qwen", "gemma")
+META_KEYS = {
+    "schema_version",
+    "package_version",
+    "git_sha",
+    "config_hash",
+    "checkpoints",
+    "seeds",
+    "device",
+    "created_at",
+}
+CELL_KEYS = {"av", "ar", "route", "fve_own", "null_fve_own", "n", "n_rows", "tag_failures"}
+NULL = {"value": None, "lo": None, "hi": None}
+
 
 def reduced_config() -> dict:
+    """The default config, small enough for CI: 16 + 16 documents, tiny trained families."""
     raw = read_config_file(REPO / "config" / "config.yaml")
     raw["corpus"]["splits"] = {"eval": {"start": 0, "stop": 16}, "ridge": {"start": 16, "stop": 32}}
     raw["corpus"]["shard_docs"] = 8
-    raw["demo"]["vocab_size"] = 512
     raw["sampling"]["positions_per_doc"] = 2
+    raw["demo"].update(vocab_size=512, hidden_size=32, intermediate_size=64)
+    raw["demo"].setdefault("train", {}).update(
+        base_steps=20, av_steps=30, ar_steps=20, positions_per_doc=2, ar_mix=True
+    )
+    raw["decode"]["max_new_tokens"] = 24
+    raw.setdefault("metrics", {})["n_boot"] = 50
     return raw
 
 
@@ -170,6 +214,15 @@ class Run:
         self.plan = plan
         self.seconds = seconds
 
+    def json(self, name: str) -> dict:
+        return json.loads((self.workdir / "results" / f"{name}.json").read_text())
+
+    def eval_rows(self, fam: str) -> int:
+        return sum(
+            pq.read_metadata(self.workdir / self.plan.activation_shard(fam, EVAL, s)).num_rows
+            for s in self.plan.shards(EVAL)
+        )
+
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory) -> Run:
@@ -188,21 +241,46 @@ def files_under(workdir: Path, folder: str) -> set[str]:
     return {p.relative_to(workdir).as_posix() for p in root.rglob("*") if p.is_file()}
 
 
+def score_paths(plan: Plan) -> set[str]:
+    return {
+        plan.score_shard(av, ar, "greedy", "full", s)
+        for av in plan.families
+        for ar in plan.families
+        for s in plan.shards(EVAL)
+    }
+
+
+def dry_run(run: Run, configfile: str) -> str:
+    return snakemake(run.workdir, "-n", "--configfile", configfile).stdout
+
+
 @pytest.mark.slow
 def test_real_run_writes_every_shard(real_run):
     wd, plan = real_run.workdir, real_run.plan
-    assert plan.n_shards("eval") == plan.n_shards("ridge") == 2
-    acts = set(plan.all_activations())
-    sidecars = {
-        plan.activation_sidecar(fam, split, shard)
-        for fam in plan.families
-        for split in SPLITS
-        for shard in plan.shards(split)
-    }
-    positions = {plan.positions_shard(split, s) for split in SPLITS for s in plan.shards(split)}
-    assert len(acts) == 8 and len(positions) == 4
+    assert plan.families == list(FAMILIES)
+    assert plan.n_shards(EVAL) == 2
+    shards = plan.shards(EVAL)
+    acts = {plan.activation_shard(f, EVAL, s) for f in plan.families for s in shards}
+    sidecars = {plan.activation_sidecar(f, EVAL, s) for f in plan.families for s in shards}
+    assert len(acts) == 4
     assert files_under(wd, "results/activations") == acts | sidecars
-    assert files_under(wd, "results/positions") == positions
+    assert files_under(wd, "results/positions") == {plan.positions_shard(EVAL, s) for s in shards}
+    assert files_under(wd, "results/corpus") == {plan.corpus_shard(EVAL, s) for s in shards}
+    assert files_under(wd, "results/decodes") == {
+        plan.decode_shard(f, "greedy", s) for f in plan.families for s in shards
+    }
+    assert files_under(wd, "results/scores") == score_paths(plan)
+    assert files_under(wd, "results/.stamps") == {
+        plan.stamp("fve_baseline"),
+        plan.stamp("transfer_matrix"),
+    }
+    assert {p.name for p in (wd / "results").glob("*.json")} == {
+        "fve_baseline.json",
+        "transfer_matrix.json",
+    }
+    for style in plan.demo_styles():
+        for role in ("base", "av", "ar"):
+            assert (wd / plan.demo_dir(style) / role / "config.json").is_file()
     leftovers = [p for p in (wd / "results").rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
 
@@ -212,68 +290,198 @@ def test_real_run_sidecars(real_run):
     wd, plan = real_run.workdir, real_run.plan
     other = next(f for f in plan.families if f != plan.primary)
     for fam in plan.families:
-        for split in SPLITS:
-            for shard in plan.shards(split):
-                meta = yaml.safe_load((wd / plan.activation_sidecar(fam, split, shard)).read_text())
-                rows = pq.read_metadata(wd / plan.activation_shard(fam, split, shard)).num_rows
-                assert meta["n_rows"] == rows > 0
-                assert meta["layers"] == plan.layers(fam)
-                assert meta["provenance"]["family"] == fam
-                assert meta["provenance"]["tag"] == plan.activation_tag(fam, split)
-                assert meta["provenance"]["tag_spec"] == plan.activation_spec(fam, split)
-                if fam == other:
-                    assert meta["alignment"]["mean_abs_error_chars"] < 2
-                    assert meta["alignment"]["positions"] == plan.positions_shard(split, shard)
-                else:
-                    assert meta["alignment"] is None
+        for shard in plan.shards(EVAL):
+            meta = yaml.safe_load((wd / plan.activation_sidecar(fam, EVAL, shard)).read_text())
+            rows = pq.read_metadata(wd / plan.activation_shard(fam, EVAL, shard)).num_rows
+            assert meta["n_rows"] == rows > 0
+            assert meta["layers"] == plan.layers(fam)
+            assert meta["provenance"]["family"] == fam
+            assert meta["provenance"]["tag"] == plan.activation_tag(fam, EVAL)
+            assert meta["provenance"]["tag_spec"] == plan.activation_spec(fam, EVAL)
+            if fam == other:
+                assert meta["alignment"]["mean_abs_error_chars"] < 2
+                assert meta["alignment"]["positions"] == plan.positions_shard(EVAL, shard)
+            else:
+                assert meta["alignment"] is None
     # the aligned family extracts exactly the primary's rows
-    for split in SPLITS:
-        for shard in plan.shards(split):
-            a = pq.read_table(wd / plan.activation_shard(plan.primary, split, shard))
-            b = pq.read_table(wd / plan.activation_shard(other, split, shard))
-            assert a.column("doc_id").to_pylist() == b.column("doc_id").to_pylist()
+    for shard in plan.shards(EVAL):
+        a = pq.read_table(wd / plan.activation_shard(plan.primary, EVAL, shard))
+        b = pq.read_table(wd / plan.activation_shard(other, EVAL, shard))
+        assert a.column("doc_id").to_pylist() == b.column("doc_id").to_pylist()
+
+
+@pytest.mark.slow
+def test_results_jsons_have_meta_and_data(real_run):
+    plan = real_run.plan
+    for name in ("fve_baseline", "transfer_matrix"):
+        doc = real_run.json(name)
+        assert set(doc) == {"meta", "data"}, name
+        meta = doc["meta"]
+        assert META_KEYS <= set(meta), name
+        assert meta["device"] == "cpu"
+        assert meta["seeds"]["run"] == plan.cfg["run"]["seed"]
+        assert meta["seeds"]["metrics"] == plan.cfg["metrics"]
+        for fam in plan.families:
+            for role in ("base", "av", "ar"):
+                ckpt = meta["checkpoints"][fam][role]
+                assert ckpt["demo"] == fam and ckpt["dtype"] == "float32"
+
+
+@pytest.mark.slow
+def test_fve_baseline_with_an_av_that_writes_no_tags(real_run):
+    """20 + 30 training steps teach the AVs no `<explanation>` tags: every row is a tag failure,
+    which is legitimate; the aggregate is written with null FVE and full counts."""
+    data = real_run.json("fve_baseline")["data"]
+    assert set(data["families"]) == set(real_run.plan.families)  # JSON objects: sorted keys
+    for fam, out in data["families"].items():
+        rows = real_run.eval_rows(fam)
+        assert rows == 32  # 16 documents x 2 positions
+        assert out["n_rows"] == rows and out["tag_failures"] == rows, (fam, out)
+        assert out["n"] == 0 and out["decode_errors"] == 0
+        assert out["fve_own"] == NULL and out["var_own"] is None
+        assert out["fve_train"] is None  # no train_var in the default config
+        assert out["nmse_mean_strict"] == 2.0
+
+
+@pytest.mark.slow
+def test_transfer_matrix_structure(real_run):
+    plan = real_run.plan
+    data = real_run.json("transfer_matrix")["data"]
+    fams = plan.families
+    assert set(data) == {"families", "matrix", "nulls", "cells", "alignment"}
+    assert data["families"] == fams
+    assert set(data["cells"]) == {f"{a}__{b}" for a in fams for b in fams}
+    for av in fams:
+        assert set(data["matrix"][av]) == set(data["nulls"][av]) == set(fams)
+        for ar in fams:
+            cell = data["cells"][f"{av}__{ar}"]
+            assert CELL_KEYS <= set(cell)
+            assert (cell["av"], cell["ar"]) == (av, ar)
+            assert cell["route"] == ("within" if av == ar else "cross")
+            # the AR family's rows are the AV family's rows (aligned extraction)
+            assert cell["n_rows"] == real_run.eval_rows(ar) == real_run.eval_rows(av)
+            assert cell["tag_failures"] == cell["n_rows"] and cell["n"] == 0
+            assert cell["fve_own"] == NULL and cell["null_fve_own"] is None
+            assert data["matrix"][av][ar] is None and data["nulls"][av][ar] is None
+    other = next(f for f in fams if f != plan.primary)
+    assert data["alignment"]["n_rows"] == real_run.eval_rows(other)
+    assert 0 <= data["alignment"]["mean_abs_error_chars"] < 2
 
 
 @pytest.mark.slow
 def test_rerun_does_nothing(real_run):
-    out = snakemake(real_run.workdir, "-n", "--configfile", "reduced.yaml").stdout
+    out = dry_run(real_run, "reduced.yaml")
     assert NOTHING_TO_DO in out, out
 
 
 @pytest.mark.slow
-def test_swapping_an_ar_plans_nothing_yet(real_run):
-    """No stage reads the AR so far: a new AR checkpoint must not rebuild anything."""
-
+def test_swapping_an_ar_plans_only_its_scores_and_the_aggregates(real_run):
     def swap(raw):
         assert raw["families"]["gemma"]["ar"]["dtype"] == "float32"
         raw["families"]["gemma"]["ar"]["dtype"] = "bfloat16"
 
     swapped = write_config(real_run.workdir, "swap_ar.yaml", swap)
-    assert swapped.checkpoint_tag("gemma", "ar") != real_run.plan.checkpoint_tag("gemma", "ar")
-    out = snakemake(real_run.workdir, "-n", "--configfile", "swap_ar.yaml").stdout
-    assert NOTHING_TO_DO in out, out
+    assert swapped.ar_tag("gemma") != real_run.plan.ar_tag("gemma")
+    out = dry_run(real_run, "swap_ar.yaml")
+    # 2 cells (qwen -> gemma, gemma -> gemma) x 2 shards; decodes and stamps are reused
+    assert job_counts(out) == {"score": 4, "fve_baseline": 1, "transfer_matrix": 1, "all": 1}
+    jobs = {(j["avtag"], j["artag"], j["shard"]) for j in planned_wildcards(out, "score")}
+    assert jobs == {
+        (swapped.decode_tag(av), swapped.ar_tag("gemma"), s)
+        for av in swapped.families
+        for s in swapped.shards(EVAL)
+    }
 
 
 @pytest.mark.slow
-def test_changing_the_gemma_base_plans_only_gemma_extraction(real_run):
-    """Only the non-primary family's activations depend on its base (at this stage: once later
-    stages read the activations, their gemma jobs join this list)."""
+def test_changing_the_gemma_base_plans_only_what_reads_gemma_vectors(real_run):
+    """The non-primary family's activations depend on its base; its decodes (the AV reads them)
+    and every score with gemma as AV or as AR (the gold) follow; qwen's side is reused."""
 
     def swap(raw):
         assert raw["families"]["gemma"]["base"]["dtype"] == "float32"
         raw["families"]["gemma"]["base"]["dtype"] = "bfloat16"
 
+    before = real_run.plan
     swapped = write_config(real_run.workdir, "swap_base.yaml", swap)
-    out = snakemake(real_run.workdir, "-n", "--configfile", "swap_base.yaml").stdout
-    assert job_counts(out) == {"extract": 4, "all": 1}
-    new_tags = {swapped.activation_tag("gemma", split) for split in SPLITS}
-    jobs = planned_wildcards(out, "extract")
-    assert len(jobs) == 4
-    assert {job["btag"] for job in jobs} == new_tags
-    assert {(job["split"], job["shard"]) for job in jobs} == {
-        (split, shard) for split in SPLITS for shard in swapped.shards(split)
+    out = dry_run(real_run, "swap_base.yaml")
+    assert job_counts(out) == {
+        "extract": 2,
+        "decode": 2,
+        "score": 6,
+        "fve_baseline": 1,
+        "transfer_matrix": 1,
+        "all": 1,
     }
-    assert new_tags.isdisjoint({real_run.plan.activation_tag("gemma", s) for s in SPLITS})
+    shards = swapped.shards(EVAL)
+    extract = planned_wildcards(out, "extract")
+    assert {(j["btag"], j["split"], j["shard"]) for j in extract} == {
+        (swapped.activation_tag("gemma", EVAL), EVAL, s) for s in shards
+    }
+    assert swapped.activation_tag("gemma", EVAL) != before.activation_tag("gemma", EVAL)
+    assert swapped.activation_tag("qwen", EVAL) == before.activation_tag("qwen", EVAL)
+    decode = planned_wildcards(out, "decode")
+    assert {(j["avtag"], j["shard"]) for j in decode} == {
+        (swapped.decode_tag("gemma"), s) for s in shards
+    }
+    score = planned_wildcards(out, "score")
+    assert {(j["avtag"], j["artag"], j["shard"]) for j in score} == {
+        (swapped.decode_tag(av), swapped.ar_tag(ar), s)
+        for av in swapped.families
+        for ar in swapped.families
+        if "gemma" in (av, ar)
+        for s in shards
+    }
+
+
+@pytest.mark.slow
+def test_changing_n_boot_plans_only_new_stamps_and_the_aggregates(real_run):
+    def swap(raw):
+        raw["metrics"]["n_boot"] = 60
+
+    swapped = write_config(real_run.workdir, "n_boot.yaml", swap)
+    out = dry_run(real_run, "n_boot.yaml")
+    assert job_counts(out) == {"stamp": 2, "fve_baseline": 1, "transfer_matrix": 1, "all": 1}
+    stamps = {
+        f"results/.stamps/{j['name']}-{j['stag']}.json" for j in planned_wildcards(out, "stamp")
+    }
+    assert stamps == {swapped.stamp("fve_baseline"), swapped.stamp("transfer_matrix")}
+    assert stamps.isdisjoint(files_under(real_run.workdir, "results/.stamps"))
+
+
+def table_rows(path: Path) -> list[dict]:
+    return pq.read_table(path).to_pylist()
+
+
+@pytest.mark.slow
+def test_rebuilding_scores_gives_identical_data(real_run):
+    """Determinism (SPEC §8): delete every score shard, one decode shard and both results JSONs
+    and run again: the same decodes, scores and `data`."""
+    wd, plan = real_run.workdir, real_run.plan
+    data = {name: real_run.json(name)["data"] for name in ("fve_baseline", "transfer_matrix")}
+    decode = plan.decode_shard(plan.primary, "greedy", plan.shards(EVAL)[0])
+    shards = sorted(score_paths(plan)) + [decode]
+    before = {p: table_rows(wd / p) for p in shards}
+    assert any(row["text"] for row in before[decode])
+    for p in shards:
+        (wd / p).unlink()
+    for name in data:
+        (wd / "results" / f"{name}.json").unlink()
+
+    start = time.monotonic()
+    out = snakemake(wd, "--cores", "2", "--configfile", "reduced.yaml").stdout
+    print(f"\nrebuild of 1 decode, 8 scores and the aggregates: {time.monotonic() - start:.1f} s")
+    assert job_counts(out) == {
+        "decode": 1,
+        "score": 8,
+        "fve_baseline": 1,
+        "transfer_matrix": 1,
+        "all": 1,
+    }
+    for p in shards:
+        assert table_rows(wd / p) == before[p], p
+    for name in data:
+        assert real_run.json(name)["data"] == data[name], name
 
 
 @pytest.mark.slow
@@ -281,5 +489,5 @@ def test_without_snakemake_metadata_nothing_is_rerun(real_run):
     """Identity lives in the paths: a fresh checkout with the results (and no .snakemake/)
     plans nothing for the unchanged config."""
     shutil.rmtree(real_run.workdir / ".snakemake")
-    out = snakemake(real_run.workdir, "-n", "--configfile", "reduced.yaml").stdout
+    out = dry_run(real_run, "reduced.yaml")
     assert NOTHING_TO_DO in out, out

@@ -111,12 +111,14 @@ def shuffled_null_fve(s: Scored, seed: int) -> float | None:
 
 
 def fidelity(s: Scored, *, train_var: float | None, n_boot: int, seed: int, alpha: float) -> dict:
-    """E1 metrics of one scored set (metrics.summarize + counts). With no scored row (every
-    decode a tag failure) the FVE figures are null and only the counts are reported."""
-    if len(s.pred) == 0:
+    """E1 metrics of one scored set (metrics.summarize + counts). With fewer than two scored
+    rows (e.g. every decode a tag failure) Var of the gold, hence every FVE figure, is undefined:
+    they are null and only the counts and the strict figures (failures as nmse = 2) are reported."""
+    if len(s.pred) < 2:
         none = {"value": None, "lo": None, "hi": None}
+        strict = len(s.nmse) + s.tag_failures > 0
         return {
-            "n": 0,
+            "n": len(s.pred),
             "tag_failures": s.tag_failures,
             "nmse_mean": none,
             "nmse_median": None,
@@ -127,10 +129,12 @@ def fidelity(s: Scored, *, train_var: float | None, n_boot: int, seed: int, alph
             "fve_train": none if train_var is not None else None,
             "frac_fve_neg": None,
             "frac_fve_gt_half": None,
-            "nmse_mean_strict": M.STRICT_FAILURE_NMSE if s.tag_failures else None,
+            "nmse_mean_strict": float(M.strict_nmse(s.nmse, s.tag_failures).mean())
+            if strict
+            else None,
             "fve_own_strict": None,
-            "fve_train_strict": (1 - M.STRICT_FAILURE_NMSE / train_var)
-            if (train_var is not None and s.tag_failures)
+            "fve_train_strict": M.strict_fve(s.nmse, s.tag_failures, train_var)
+            if (train_var is not None and strict)
             else None,
             "n_rows": s.n_rows,
             "decode_errors": s.decode_errors,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -183,10 +184,12 @@ class Plan:
         return self.cfg["families"][fam][role]
 
     def checkpoint_inputs(self, fam: str, role: str) -> list[str]:
-        """Files a job must wait for before it can load this checkpoint (demo builds only)."""
+        """What a job must have before it can load this checkpoint (demo builds only): the whole
+        demo folder (a directory output), so that remote storage stores and retrieves every
+        file of it, not just a marker file."""
         entry = self.checkpoint_entry(fam, role)
         if entry.get("demo"):
-            return [f"{self.demo_dir(entry['demo'])}/{role}/config.json"]
+            return [self.demo_dir(entry["demo"])]
         return []
 
     def demo_root(self, fam: str, role: str) -> str | None:
@@ -386,6 +389,19 @@ class Plan:
         files = [p for cell in spec["cells"].values() for p in cell["scores"] + cell["gold"]]
         return sorted(set(files + spec["alignment_sidecars"])) + [self.stamp(name)]
 
+    def aggregate_job_spec(self, name: str, inputs: Sequence[str]) -> dict:
+        """aggregate_spec with every path replaced by the job's own copy of that file: `inputs`
+        is the job's input list, in the order of aggregate_inputs. Locally the two are the same;
+        under remote storage (`--default-storage-provider`) the job reads local copies at other
+        paths, which only Snakemake's `input` knows."""
+        paths = self.aggregate_inputs(name)
+        local = [str(p) for p in inputs]
+        if len(local) != len(paths):
+            raise ConfigError(
+                f"aggregate {name!r}: the job has {len(local)} inputs, the plan {len(paths)}"
+            )
+        return _replace_paths(self.aggregate_spec(name), dict(zip(paths, local, strict=True)))
+
     # ------------------------------------------------------------------ job parameters
     @property
     def device(self) -> str:
@@ -442,6 +458,16 @@ def decode_params(cfg: dict) -> dict:
         "temperature": d["temperature"],
         "backend": d["backend"],
     }
+
+
+def _replace_paths(obj: Any, mapping: dict[str, str]) -> Any:
+    if isinstance(obj, dict):
+        return {k: _replace_paths(v, mapping) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_replace_paths(v, mapping) for v in obj]
+    if isinstance(obj, str):
+        return mapping.get(obj, obj)
+    return obj
 
 
 def to_json(obj: Any) -> str:
