@@ -63,6 +63,16 @@ def _lr_lambda(total: int, warmup: int = 20):
     return f
 
 
+def _step(opt, sched, loss: torch.Tensor, params) -> float:
+    """One optimiser step with gradient clipping at 1.0; returns the loss value."""
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    sched.step()
+    return float(loss.detach())
+
+
 def pretrain_base(model, tokenizer, texts: Sequence[str], s: TrainSettings) -> list[float]:
     """Next-token pretraining on random windows of the concatenated documents."""
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
@@ -80,12 +90,7 @@ def pretrain_base(model, tokenizer, texts: Sequence[str], s: TrainSettings) -> l
         starts = torch.randint(0, len(stream) - seq - 1, (s.base_batch,), generator=g)
         batch = torch.stack([data[i : i + seq] for i in starts])
         loss = model(input_ids=batch, labels=batch).loss
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(float(loss))
+        losses.append(_step(opt, sched, loss, model.parameters()))
     model.eval()
     log.info("base loss %.3f -> %.3f", losses[0], np.mean(losses[-20:]))
     return losses
@@ -150,12 +155,7 @@ def train_av(
             [torch.full((len(idx), prompt.shape[1]), -100), tgt.masked_fill(mask == 0, -100)], dim=1
         )
         loss = model(inputs_embeds=inputs, attention_mask=attn, labels=labels).loss
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(float(loss))
+        losses.append(_step(opt, sched, loss, model.parameters()))
     model.eval()
     log.info("AV loss %.3f -> %.3f", losses[0], np.mean(losses[-20:]))
     return losses
@@ -193,8 +193,7 @@ def _normed(x: torch.Tensor) -> torch.Tensor:
 
 
 def ridge_head(features: np.ndarray, targets: np.ndarray, alpha: float = 1.0) -> np.ndarray:
-    """W [d, d] with y ≈ h·Wᵀ, ridge-regressed on √d-normalised targets (with a centred fit
-    folded into a bias-free head by appending the mean prediction through the features' mean)."""
+    """W [d, d] with y ≈ h·Wᵀ (no bias, like the release's value head), by ridge regression."""
     h = features.astype(np.float64)
     y = targets.astype(np.float64)
     a = h.T @ h + alpha * np.eye(h.shape[1])
@@ -235,12 +234,7 @@ def train_ar(
         h = ar_hidden(stack, layer, *_ar_batch(tokenizer, [texts[i] for i in idx]))
         pred = _normed(h @ head.T)
         loss = ((pred - gold_n[idx]) ** 2).mean()
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        losses.append(float(loss))
+        losses.append(_step(opt, sched, loss, params))
     stack.eval()
     log.info("AR nmse %.3f -> %.3f", losses[0], np.mean(losses[-20:]))
     return head.detach(), losses
