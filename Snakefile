@@ -6,7 +6,8 @@ import sys
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
 
 from nlaprobe.config import deep_merge, load_config, validate_config
-from nlaprobe.plan import Plan, to_json
+from nlaprobe.plan import AGGREGATES, Plan, to_json
+from nlaprobe.constants import FIGURES
 
 # `--configfile X.yaml` replaces the embedded default; `--config k=v` alone refines it.
 if "families" not in config:
@@ -41,6 +42,10 @@ wildcard_constraints:
     artag=r"[0-9a-f]{10}",
     cond=r"greedy|ban_dq|ban_dq_sq|sample_t1|greedy_L\d+",
     variant=r"[a-z_]+",
+    rtag=r"[0-9a-f]{10}",
+    src="|".join(P.families),
+    dst="|".join(P.families),
+    n=r"\d+",
 
     stag=r"[0-9a-f]{10}",
     name=r"[a-z_]+",
@@ -48,8 +53,8 @@ wildcard_constraints:
 
 rule all:
     input:
-        "results/fve_baseline.json",
-        "results/transfer_matrix.json",
+        P.report_inputs(),
+        "results/report.html",
 
 
 include: "rules/demo.smk"
@@ -57,4 +62,7 @@ include: "rules/corpus.smk"
 include: "rules/extract.smk"
 include: "rules/decode.smk"
 include: "rules/score.smk"
-include: "rules/transfer.smk"
+include: "rules/redact.smk"
+include: "rules/ridge.smk"
+include: "rules/aggregate.smk"
+include: "rules/report.smk"

@@ -1,4 +1,4 @@
-# AR scoring of decodes against the AR family's own aligned vectors, and the E1 baseline.
+# AR scoring of decodes (or redacted explanations) against the AR family's own aligned vectors.
 
 
 rule score:
@@ -35,24 +35,3 @@ rule score:
         " --params {params.score:q} --out {output:q} --demo-root={params.demo_root:q}"
         " --provenance {params.provenance:q} --device {params.device} > {log:q} 2>&1"
 
-
-rule fve_baseline:
-    input:
-        P.aggregate_inputs("fve_baseline"),
-    output:
-        "results/fve_baseline.json",
-    params:
-        spec=lambda w, input: to_json(P.aggregate_job_spec("fve_baseline", input)),
-        config=to_json(config),
-    log:
-        "logs/fve_baseline.log",
-    benchmark:
-        "benchmarks/rules/fve_baseline.tsv"
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    conda:
-        "../envs/cpu.yaml"
-    shell:
-        "python -m nlaprobe aggregate fve_baseline --spec {params.spec:q}"
-        " --config {params.config:q} --out {output:q} > {log:q} 2>&1"

@@ -15,7 +15,7 @@ import pytest
 
 from nlaprobe.config import load_config, read_config_file, validate_config
 from nlaprobe.errors import ConfigError
-from nlaprobe.plan import ROLES, SPLITS, Plan, checkpoint_spec
+from nlaprobe.plan import AGGREGATES, CONDITIONS, ROLES, SPLITS, VARIANTS, Plan, checkpoint_spec
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT = REPO / "config" / "config.yaml"
@@ -29,9 +29,6 @@ def plan_of(name: str, mutate: Callable[[dict], None] | None = None) -> Plan:
         raw = copy.deepcopy(raw)
         mutate(raw)
     return Plan(validate_config(raw, source=name))
-
-
-AGGREGATES = ("fve_baseline", "transfer_matrix")
 
 
 def tags(plan: Plan) -> dict[str, str]:
@@ -48,6 +45,7 @@ def tags(plan: Plan) -> dict[str, str]:
         out[f"ar/{fam}"] = plan.ar_tag(fam)
     for name in AGGREGATES:
         out[f"stamp/{name}"] = plan.stamp(name)
+    out["ridge"] = plan.ridge_tag()
     return out
 
 
@@ -63,7 +61,10 @@ def other_family(plan: Plan) -> str:
 
 
 def activation_keys(*fams: str, splits=SPLITS) -> set[str]:
-    return {f"activations/{fam}/{split}" for fam in fams for split in splits}
+    """The activation tags of these families and, as it folds every activation set, the ridge
+    tag."""
+    keys = {f"activations/{fam}/{split}" for fam in fams for split in splits}
+    return keys | {"ridge"} if keys else keys
 
 
 def scoring_keys(*fams: str) -> set[str]:
@@ -457,7 +458,7 @@ def test_decode_and_score_jobs_resolve(name):
             assert model.startswith(plan.demo_dir(fam))
     else:
         job = plan.decode_job(plan.decode_tag("qwen"), "greedy", "00000")
-        assert job["inputs"]["model"] == [] and job["demo_root"] == ""
+        assert job["inputs"]["model"] == []
 
 
 def test_swapping_an_ar_moves_its_ar_tag_and_no_decode_tag(name):
@@ -496,7 +497,9 @@ def test_other_decode_parameters_move_every_decode_tag(name, key):
     def swap(raw):
         raw["decode"][key] = value
 
-    assert changed(before, plan_of(name, swap)) == {f"decode/{f}" for f in before.families}
+    # the sample count also sets best-of-N's largest n (a setting of that aggregate's own)
+    stamps = {"stamp/best_of_n"} if key == "n_samples" else set()
+    assert changed(before, plan_of(name, swap)) == {f"decode/{f}" for f in before.families} | stamps
 
 
 def test_decode_batch_size_changes_no_tag(name):
@@ -641,3 +644,121 @@ def test_default_shards():
     assert plan.n_shards("ridge") == 4
     assert len(plan.all_activations()) == 2 * (2 + 4)
     assert plan.demo_styles() == ["gemma", "qwen"]
+
+
+def test_conditions_and_their_checks(name):
+    plan = plan_of(name)
+    for fam in plan.families:
+        adjacent = plan.cfg["families"][fam].get("adjacent_layers", [])
+        assert plan.conditions(fam) == [
+            "greedy",
+            "ban_dq",
+            "ban_dq_sq",
+            "sample_t1",
+            *[f"greedy_L{k}" for k in adjacent if k != plan.cfg["families"][fam]["layer"]],
+        ]
+        dtag = plan.decode_tag(fam)
+        for cond in plan.conditions(fam):
+            job = plan.decode_job(dtag, cond, "00000")
+            assert job["inputs"]["acts"] == plan.activation_shard(fam, "eval", "00000")
+        with pytest.raises(ConfigError, match="greedy_L99"):
+            plan.decode_job(dtag, "greedy_L99", "00000")
+
+
+def test_redaction_variants_read_redacted_greedy_decodes(name):
+    plan = plan_of(name)
+    fam = plan.families[0]
+    dtag, atag = plan.decode_tag(fam), plan.ar_tag(fam)
+    job = plan.redact_job(dtag, "prose_only", "00000")
+    assert job["inputs"] == {"decodes": plan.decode_shard(fam, "greedy", "00000")}
+    redacted = plan.redacted_shard(fam, "prose_only", "00000")
+    assert redacted == f"results/redacted/av-{dtag}/prose_only/shard-00000.parquet"
+    score = plan.score_job(dtag, atag, "greedy", "prose_only", "00000")
+    assert score["inputs"]["decodes"] == redacted
+    assert plan.score_job(dtag, atag, "greedy", "full", "00000")["inputs"]["decodes"] == (
+        plan.decode_shard(fam, "greedy", "00000")
+    )
+    for bad in ("full", "nonsense"):
+        with pytest.raises(ConfigError, match="redaction variant"):
+            plan.redact_job(dtag, bad, "00000")
+    with pytest.raises(ConfigError, match="greedy decodes only"):
+        plan.score_job(dtag, atag, "ban_dq", "prose_only", "00000")
+    with pytest.raises(ConfigError, match="AR-input variant"):
+        plan.score_job(dtag, atag, "greedy", "nonsense", "00000")
+
+
+def test_experiment_specs_list_their_cells(name):
+    plan = plan_of(name)
+    fams = plan.families
+    shards = plan.shards("eval")
+    qa = plan.aggregate_spec("quote_ablation")
+    assert set(qa["cells"]) == {f"{f}/{c}" for f in fams for c in ("greedy", "ban_dq", "ban_dq_sq")}
+    cell = qa["cells"][f"{fams[0]}/ban_dq"]
+    assert cell["decodes"] == [plan.decode_shard(fams[0], "ban_dq", s) for s in shards]
+    assert cell["scores"] == [
+        plan.score_shard(fams[0], fams[0], "ban_dq", "full", s) for s in shards
+    ]
+    red = plan.aggregate_spec("redaction")
+    assert set(red["cells"]) == {f"{f}/{v}" for f in fams for v in VARIANTS}
+    assert red["cells"][f"{fams[0]}/spans_redacted"]["decodes"] == [
+        plan.redacted_shard(fams[0], "spans_redacted", s) for s in shards
+    ]
+    verb = plan.aggregate_spec("verbatim")
+    assert set(verb["sets"]) == {f"{f}/{c}" for f in fams for c in CONDITIONS}
+    bon = plan.aggregate_spec("best_of_n")
+    n = plan.cfg["decode"]["n_samples"]
+    assert bon["settings"]["ns"] == sorted({k for k in plan.cfg["best_of_n"]["ns"] if k <= n} | {n})
+    lay = plan.aggregate_spec("layers")
+    for f in fams:
+        assert lay["layers"][f] == plan.layers(f)
+        assert lay["cells"][f"{f}/greedy"]["acts"] == [
+            plan.activation_shard(f, "eval", s) for s in shards
+        ]
+    rs = plan.aggregate_spec("ridge_scaling")
+    assert set(rs["directions"]) == {f"{a}_to_{b}" for a in fams for b in fams if a != b}
+    assert rs["text_route"] == "results/transfer_matrix.json"
+    for agg in AGGREGATES:
+        inputs = plan.aggregate_inputs(agg)
+        assert inputs[-1] == plan.stamp(agg)
+        assert inputs[:-1] == sorted(set(inputs[:-1]))
+        assert all(p.startswith("results/") for p in inputs)
+    assert "results/transfer_matrix.json" in plan.aggregate_inputs("ridge_scaling")
+
+
+def test_ridge_jobs(name):
+    plan = plan_of(name)
+    sizes = plan.ridge_sizes()
+    r = plan.cfg["ridge"]
+    assert sizes[-1] == plan.ridge_pairs_bound() and sizes[0] == min(r["n_min"], sizes[-1])
+    assert len(sizes) <= r["n_points"] and sizes == sorted(set(sizes))
+    rtag = plan.ridge_tag()
+    for src, dst in plan.ridge_directions():
+        job = plan.ridge_job(rtag, src, dst, sizes[0])
+        assert job["inputs"]["src_ridge"] == [
+            plan.activation_shard(src, "ridge", s) for s in plan.shards("ridge")
+        ]
+        assert job["inputs"]["dst_eval"] == [
+            plan.activation_shard(dst, "eval", s) for s in plan.shards("eval")
+        ]
+        params = json.loads(job["params"])
+        assert params["alphas"] == r["alphas"] and params["seed"] == plan.cfg["run"]["seed"]
+        assert plan.ridge_file(src, dst, sizes[0], "json") == (
+            f"results/ridge/ridge-{rtag}/{src}_to_{dst}/n-{sizes[0]}.json"
+        )
+    src, dst = plan.ridge_directions()[0]
+    with pytest.raises(ConfigError, match="ridge tag"):
+        plan.ridge_job("0000000000", src, dst, sizes[0])
+    with pytest.raises(ConfigError, match="ridge size"):
+        plan.ridge_job(rtag, src, dst, sizes[-1] + 1)
+    with pytest.raises(ConfigError, match="ridge direction"):
+        plan.ridge_job(rtag, src, src, sizes[0])
+
+
+def test_ridge_settings_move_only_the_ridge_tag(name):
+    before = plan_of(name)
+
+    def swap(raw):
+        raw.setdefault("ridge", {})["alphas"] = [0.5, 5.0]
+
+    after = plan_of(name, swap)
+    assert changed(before, after) == {"ridge"}

@@ -14,6 +14,24 @@ def test_target_explanation_quotes_last_words_without_nested_quotes():
     # quote characters inside the context never nest inside the quoted span
     got = T.target_explanation('he said "stop"', None, 2)
     assert got == 'Topic: text. The text reads "said stop".'
+    got = T.target_explanation("he said \u300cstop\u300d", None, 2, ("'", "'"))
+    assert got == "Topic: text. The text reads 'said stop'."
+
+
+def test_quote_marks_follow_the_weights_and_the_context_only():
+    import zlib
+
+    contexts = [f"context number {i}" for i in range(2000)]
+    marks = [T.quote_marks(c) for c in contexts]
+    assert marks == [T.quote_marks(c) for c in contexts]  # stable
+    for c, m in zip(contexts[:50], marks[:50], strict=True):
+        h = zlib.crc32(c.encode()) % 20
+        expected = ('"', '"') if h < 12 else ("'", "'") if h < 17 else ("\u300c", "\u300d")
+        assert m == expected
+    counts = {m: marks.count(m) for m in set(marks)}
+    assert 0.5 < counts[('"', '"')] / 2000 < 0.7
+    assert 0.15 < counts[("'", "'")] / 2000 < 0.35
+    assert 0.05 < counts[("\u300c", "\u300d")] / 2000 < 0.25
 
 
 def test_ridge_head_recovers_a_linear_map():

@@ -31,14 +31,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from workflow_common import copy_workflow, reduced_config
 
-from nlaprobe.config import read_config_file, validate_config
+from nlaprobe.config import validate_config
 from nlaprobe.plan import Plan
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
-WORKFLOW_FILES = ("Snakefile", "rules", "config", "profiles", "envs")
 CONFIG = "reduced.yaml"
 AGGREGATES = ("results/fve_baseline.json", "results/transfer_matrix.json")
 TARGET = "results/transfer_matrix.json"
@@ -54,22 +53,6 @@ UPSTREAM = ("build_demo", "corpus", "extract", "positions")
 # ----------------------------------------------------------------------------- helpers
 
 
-def reduced_config() -> dict:
-    """The default config, small enough for CI (that of test_workflow.py): 16 + 16 documents,
-    tiny trained families."""
-    raw = read_config_file(REPO / "config" / "config.yaml")
-    raw["corpus"]["splits"] = {"eval": {"start": 0, "stop": 16}, "ridge": {"start": 16, "stop": 32}}
-    raw["corpus"]["shard_docs"] = 8
-    raw["sampling"]["positions_per_doc"] = 2
-    raw["demo"].update(vocab_size=512, hidden_size=32, intermediate_size=64)
-    raw["demo"].setdefault("train", {}).update(
-        base_steps=20, av_steps=30, ar_steps=20, positions_per_doc=2, ar_mix=True
-    )
-    raw["decode"]["max_new_tokens"] = 24
-    raw.setdefault("metrics", {})["n_boot"] = 50
-    return raw
-
-
 # Read once: every working directory of the module gets this very config, and PLAN its paths.
 RAW_CONFIG = reduced_config()
 PLAN = Plan(validate_config(RAW_CONFIG, source=CONFIG))
@@ -77,13 +60,7 @@ PLAN = Plan(validate_config(RAW_CONFIG, source=CONFIG))
 
 def make_workdir(dst: Path) -> Path:
     """A fresh copy of the workflow files and the reduced config (what a new machine checks out)."""
-    dst.mkdir(parents=True)
-    for name in WORKFLOW_FILES:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dst / name)
-        else:
-            shutil.copy2(src, dst / name)
+    copy_workflow(dst)
     (dst / CONFIG).write_text(yaml.safe_dump(RAW_CONFIG, sort_keys=False))
     return dst
 

@@ -22,24 +22,16 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from workflow_common import copy_workflow, reduced_config
 
-from nlaprobe.config import read_config_file, validate_config
-from nlaprobe.plan import Plan
+from nlaprobe.config import validate_config
+from nlaprobe.plan import AGGREGATES, VARIANTS, Plan
 
-REPO = Path(__file__).resolve().parents[2]
-WORKFLOW_FILES = ("Snakefile", "rules", "config", "profiles", "envs")
 NOTHING_TO_DO = "Nothing to be done"
 
 
 def make_workdir(dst: Path) -> Path:
-    dst.mkdir(parents=True, exist_ok=True)
-    for name in WORKFLOW_FILES:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dst / name)
-        else:
-            shutil.copy2(src, dst / name)
-    return dst
+    return copy_workflow(dst)
 
 
 def snakemake(
@@ -103,40 +95,50 @@ def workdir(tmp_path) -> Path:
 
 def test_dry_run_default(workdir):
     out = snakemake(workdir, "-n").stdout
-    # 2 demo builds; eval 2 shards (the ridge split waits for the ridge experiment); per shard 2
-    # extractions + 1 positions, 2 greedy decodes, 4 scores (every AV x AR); 2 stamps, 2 aggregates
+    # 2 demo builds; eval 1 shard, ridge 2 shards (80 documents per shard), 3 corpus shards, an
+    # extraction per family and shard, positions of the primary family; per family 6 decode
+    # conditions (greedy, ban_dq, ban_dq_sq, sample_t1, greedy_L1, greedy_L3) and 6 redaction
+    # variants of its greedy decodes; scores: 4 transfer cells + per family 2 bans, 1 sampled,
+    # 2 adjacent layers and 6 redaction variants (26); ridge: 2 directions x 6 sizes; 8
+    # aggregates with their stamps, the report
     assert job_counts(out) == {
         "build_demo": 2,
-        "corpus": 2,
-        "extract": 4,
-        "positions": 2,
-        "decode": 4,
-        "score": 8,
-        "stamp": 2,
-        "fve_baseline": 1,
-        "transfer_matrix": 1,
+        "corpus": 3,
+        "extract": 6,
+        "positions": 3,
+        "decode": 12,
+        "redact": 12,
+        "score": 26,
+        "ridge": 12,
+        "stamp": 8,
+        **dict.fromkeys(AGGREGATES, 1),
+        "report": 1,
         "all": 1,
     }
-    for rule in ("corpus", "extract", "positions"):
-        assert {job["split"] for job in planned_wildcards(out, rule)} == {"eval"}
-    assert {job["cond"] for job in planned_wildcards(out, "decode")} == {"greedy"}
+    assert {job["split"] for job in planned_wildcards(out, "corpus")} == {"eval", "ridge"}
+    conds = {job["cond"] for job in planned_wildcards(out, "decode")}
+    assert conds == {"greedy", "ban_dq", "ban_dq_sq", "sample_t1", "greedy_L1", "greedy_L3"}
+    variants = {job["variant"] for job in planned_wildcards(out, "redact")}
+    assert variants == set(VARIANTS) - {"full"}
     assert not (workdir / "results").exists()
 
 
 def test_dry_run_of_the_transfer_matrix_alone(workdir):
-    """`snakemake results/transfer_matrix.json` builds everything the matrix needs (SPEC §2)."""
+    """`snakemake results/transfer_matrix.json` builds everything the matrix needs (SPEC §2)
+    and nothing else: greedy decodes, eval split only."""
     out = snakemake(workdir, "-n", "results/transfer_matrix.json").stdout
     assert job_counts(out) == {
         "build_demo": 2,
-        "corpus": 2,
-        "extract": 4,
-        "positions": 2,
-        "decode": 4,
-        "score": 8,
+        "corpus": 1,
+        "extract": 2,
+        "positions": 1,
+        "decode": 2,
+        "score": 4,
         "stamp": 1,
         "transfer_matrix": 1,
     }
     assert [job["name"] for job in planned_wildcards(out, "stamp")] == ["transfer_matrix"]
+    assert {job["cond"] for job in planned_wildcards(out, "decode")} == {"greedy"}
 
 
 def test_dry_run_paper_needs_no_network(workdir):
@@ -144,16 +146,20 @@ def test_dry_run_paper_needs_no_network(workdir):
     dead = "http://127.0.0.1:9"
     proxies = {k: dead for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
     out = snakemake(workdir, "-n", "--configfile", "config/paper.yaml", env=proxies).stdout
-    # eval 200/50 = 4 shards; no demo builds
+    # eval 200/50 = 4 shards, ridge 4000/50 = 80; no demo builds; gemma has adjacent layers
+    # 40/42 (6 decode conditions), qwen none (4); scores per eval shard: 4 transfer cells, 2x2
+    # bans, 2 sampled, 2 adjacent layers (gemma), 2x6 redaction variants = 24
     assert job_counts(out) == {
-        "corpus": 4,
-        "extract": 8,
-        "positions": 4,
-        "decode": 8,
-        "score": 16,
-        "stamp": 2,
-        "fve_baseline": 1,
-        "transfer_matrix": 1,
+        "corpus": 84,
+        "extract": 168,
+        "positions": 84,
+        "decode": 40,
+        "redact": 48,
+        "score": 96,
+        "ridge": 12,
+        "stamp": 8,
+        **dict.fromkeys(AGGREGATES, 1),
+        "report": 1,
         "all": 1,
     }
 
@@ -180,21 +186,6 @@ META_KEYS = {
 }
 CELL_KEYS = {"av", "ar", "route", "fve_own", "null_fve_own", "n", "n_rows", "tag_failures"}
 NULL = {"value": None, "lo": None, "hi": None}
-
-
-def reduced_config() -> dict:
-    """The default config, small enough for CI: 16 + 16 documents, tiny trained families."""
-    raw = read_config_file(REPO / "config" / "config.yaml")
-    raw["corpus"]["splits"] = {"eval": {"start": 0, "stop": 16}, "ridge": {"start": 16, "stop": 32}}
-    raw["corpus"]["shard_docs"] = 8
-    raw["sampling"]["positions_per_doc"] = 2
-    raw["demo"].update(vocab_size=512, hidden_size=32, intermediate_size=64)
-    raw["demo"].setdefault("train", {}).update(
-        base_steps=20, av_steps=30, ar_steps=20, positions_per_doc=2, ar_mix=True
-    )
-    raw["decode"]["max_new_tokens"] = 24
-    raw.setdefault("metrics", {})["n_boot"] = 50
-    return raw
 
 
 def write_config(workdir: Path, name: str, mutate: Callable[[dict], None] | None = None) -> Plan:

@@ -29,7 +29,7 @@ import numpy as np
 from nlaprobe import __version__
 from nlaprobe import constants as C
 from nlaprobe import metrics as M
-from nlaprobe.errors import DataError
+from nlaprobe.errors import ConfigError, DataError
 from nlaprobe.io import read_table, vectors_from_column, write_json
 
 log = logging.getLogger(__name__)
@@ -50,55 +50,117 @@ class Scored:
     decode_errors: int
 
 
-def load_scored(
+@dataclass
+class Rows:
+    """Every row of one scored set (scored or not), in shard order: the per-row view that the
+    experiments subset, pair and select from."""
+
+    shard: np.ndarray  # [n] index of the row's shard in the set's list of shards
+    row: np.ndarray  # [n] row index within its shard (= row of the activation shard)
+    sample: np.ndarray  # [n] sample index (0 for greedy conditions)
+    doc_ids: list[str]  # [n]
+    tag_failure: np.ndarray  # [n] bool
+    decode_error: np.ndarray  # [n] bool
+    nmse: np.ndarray  # [n] float64, NaN where not scored
+    pred: np.ndarray  # [n, d] float32, zeros where not scored
+    gold: np.ndarray  # [n, d] float32, the AR family's vector of the row
+
+    @property
+    def ok(self) -> np.ndarray:
+        return ~self.tag_failure & ~self.decode_error
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def keys(self, with_sample: bool = False) -> list[tuple[int, ...]]:
+        cols = (self.shard, self.row, self.sample) if with_sample else (self.shard, self.row)
+        return list(zip(*(c.tolist() for c in cols), strict=True))
+
+    def subset(self, mask: np.ndarray) -> Rows:
+        idx = np.nonzero(np.asarray(mask, dtype=bool))[0]
+        return Rows(
+            self.shard[idx],
+            self.row[idx],
+            self.sample[idx],
+            [self.doc_ids[i] for i in idx],
+            self.tag_failure[idx],
+            self.decode_error[idx],
+            self.nmse[idx],
+            self.pred[idx],
+            self.gold[idx],
+        )
+
+    def scored(self) -> Scored:
+        ok = self.ok
+        return Scored(
+            self.pred[ok],
+            self.gold[ok],
+            [d for d, k in zip(self.doc_ids, ok, strict=True) if k],
+            self.nmse[ok],
+            len(self),
+            int(self.tag_failure.sum()),
+            int(self.decode_error.sum()),
+        )
+
+
+def load_rows(
     score_paths: Sequence[str], gold_paths: Sequence[str], sample: int | None = 0
-) -> Scored:
+) -> Rows:
     """Read score shards with their gold activation shards (same order). `sample`: keep only
     that sample index (None keeps all)."""
     if len(score_paths) != len(gold_paths):
         raise DataError(f"{len(score_paths)} score shards but {len(gold_paths)} gold shards")
-    preds, golds, docs, nmses = [], [], [], []
-    n_rows = tag_failures = decode_errors = 0
-    for sp, gp in zip(score_paths, gold_paths, strict=True):
+    parts: dict[str, list] = {k: [] for k in Rows.__dataclass_fields__}
+    for i, (sp, gp) in enumerate(zip(score_paths, gold_paths, strict=True)):
         st = read_table(
             sp, ["row", "doc_id", "sample", "tag_failure", "decode_error", "nmse", "pred_vector"]
         )
         gt = read_table(gp, [C.COL_DOC_ID, C.COL_VECTOR])
         if sample is not None:
-            keep = np.asarray(st.column("sample").to_numpy()) == sample
-            st = st.filter(keep)
-        rows = np.asarray(st.column("row").to_numpy())
+            st = st.filter(np.asarray(st.column("sample").to_numpy()) == sample)
+        rows = np.asarray(st.column("row").to_numpy(), dtype=np.int64)
         doc_ids = st.column("doc_id").to_pylist()
         gold_ids = gt.column(C.COL_DOC_ID).to_pylist()
         for r, did in zip(rows, doc_ids, strict=True):
             if r >= len(gold_ids) or gold_ids[r] != did:
                 raise DataError(f"{gp}: row {r} does not hold {did!r} as {sp} expects")
+        gold = vectors_from_column(gt, C.COL_VECTOR, where=gp)
         tf = np.asarray(st.column("tag_failure").to_pylist(), dtype=bool)
         de = np.asarray(st.column("decode_error").to_pylist(), dtype=bool)
         ok = ~tf & ~de
-        n_rows += len(rows)
-        tag_failures += int(tf.sum())
-        decode_errors += int(de.sum())
-        gold = vectors_from_column(gt, C.COL_VECTOR, where=gp)
-        scored = st.filter(ok)
-        if scored.num_rows:
-            preds.append(vectors_from_column(scored, "pred_vector", where=sp))
-            golds.append(gold[rows[ok]])
-            docs += [d for d, k in zip(doc_ids, ok, strict=True) if k]
-            nmses.append(np.asarray(scored.column("nmse").to_numpy(), dtype=np.float64))
-    if not preds:
-        log.warning("no scored rows in %s (all tag failures or errors)", list(score_paths))
-        empty = np.zeros((0, 0), dtype=np.float32)
-        return Scored(empty, empty, [], np.zeros(0), n_rows, tag_failures, decode_errors)
-    return Scored(
-        np.concatenate(preds),
-        np.concatenate(golds),
-        docs,
-        np.concatenate(nmses),
-        n_rows,
-        tag_failures,
-        decode_errors,
+        pred = np.zeros((len(rows), gold.shape[1]), dtype=np.float32)
+        if ok.any():
+            pred[ok] = vectors_from_column(st.filter(ok), "pred_vector", where=sp)
+        nmse = np.asarray(
+            [np.nan if v is None else v for v in st.column("nmse").to_pylist()], dtype=np.float64
+        )
+        parts["shard"].append(np.full(len(rows), i, dtype=np.int64))
+        parts["row"].append(rows)
+        parts["sample"].append(np.asarray(st.column("sample").to_numpy(), dtype=np.int64))
+        parts["doc_ids"].append(doc_ids)
+        parts["tag_failure"].append(tf)
+        parts["decode_error"].append(de)
+        parts["nmse"].append(nmse)
+        parts["pred"].append(pred)
+        parts["gold"].append(gold[rows] if len(rows) else gold[:0])
+    if not score_paths:
+        raise DataError("no score shards given")
+    return Rows(
+        **{
+            k: [x for part in v for x in part] if k == "doc_ids" else np.concatenate(v)
+            for k, v in parts.items()
+        }
     )
+
+
+def load_scored(
+    score_paths: Sequence[str], gold_paths: Sequence[str], sample: int | None = 0
+) -> Scored:
+    """The scored rows of a set (see `load_rows`); warns when nothing was scored."""
+    s = load_rows(score_paths, gold_paths, sample).scored()
+    if not len(s.pred):
+        log.warning("no scored rows in %s (all tag failures or errors)", list(score_paths))
+    return s
 
 
 def shuffled_null_fve(s: Scored, seed: int) -> float | None:
@@ -259,7 +321,17 @@ def transfer_matrix(spec: dict) -> dict:
     }
 
 
-AGGREGATES = {"fve_baseline": fve_baseline, "transfer_matrix": transfer_matrix}
+def aggregates() -> dict:
+    """Name -> function(spec) -> data, for every results/<name>.json (E1-E8)."""
+    from nlaprobe.experiments import EXPERIMENTS
+    from nlaprobe.ridge_stage import ridge_scaling
+
+    return {
+        "fve_baseline": fve_baseline,
+        "transfer_matrix": transfer_matrix,
+        **EXPERIMENTS,
+        "ridge_scaling": ridge_scaling,
+    }
 
 
 def alignment_summary(sidecars: Sequence[str]) -> dict:
@@ -277,11 +349,12 @@ def alignment_summary(sidecars: Sequence[str]) -> dict:
 
 
 def run_aggregate(name: str, spec: dict, out: str, cfg: dict | None = None) -> dict:
-    if name not in AGGREGATES:
-        raise ValueError(f"unknown aggregate {name!r}; valid: {sorted(AGGREGATES)}")
+    registry = aggregates()
+    if name not in registry:
+        raise ConfigError(f"unknown aggregate {name!r}; valid: {sorted(registry)}")
     if spec.get("alignment_sidecars"):
         spec = {**spec, "alignment": alignment_summary(spec["alignment_sidecars"])}
-    data = AGGREGATES[name](spec)
+    data = registry[name](spec)
     write_json(
         out,
         {"meta": results_meta(cfg or spec.get("config", {}), {"aggregate": name}), "data": data},

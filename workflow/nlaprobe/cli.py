@@ -148,6 +148,44 @@ def cmd_aggregate(args) -> int:
     return 0
 
 
+def cmd_redact(args) -> int:
+    from nlaprobe.redact import redact_shard
+
+    redact_shard(args.decodes, args.variant, args.out)
+    return 0
+
+
+def cmd_ridge(args) -> int:
+    from nlaprobe.ridge_stage import RidgeParams, ridge_stage
+
+    params = RidgeParams.from_json(_json_arg(args.params, "params"))
+    ridge_stage(
+        params,
+        n=args.n,
+        src_ridge=args.src_ridge,
+        dst_ridge=args.dst_ridge,
+        src_eval=args.src_eval,
+        dst_eval=args.dst_eval,
+        out_json=args.out_json,
+        out_npz=args.out_npz,
+        device=args.device,
+    )
+    return 0
+
+
+def cmd_report(args) -> int:
+    from nlaprobe.report import write_report
+
+    try:
+        inputs = json.loads(args.inputs)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--inputs: not valid JSON ({e})") from None
+    if not isinstance(inputs, list):
+        raise ConfigError("--inputs: expected a JSON list of results JSON paths")
+    write_report(inputs, args.out, args.figures)
+    return 0
+
+
 def cmd_stamp(args) -> int:
     from nlaprobe.io import write_json
 
@@ -225,11 +263,36 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_score)
 
     s = sub.add_parser("aggregate", help="write a results JSON from score shards")
-    s.add_argument("name", choices=["fve_baseline", "transfer_matrix"])
+    s.add_argument("name", help="an aggregate of nlaprobe.plan.AGGREGATES")
     s.add_argument("--spec", required=True, help="inputs and parameters as JSON (nlaprobe.plan)")
     s.add_argument("--config", help="the validated config as JSON (for `meta` only)")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_aggregate)
+
+    s = sub.add_parser("redact", help="E4: edit greedy explanations for one redaction variant")
+    s.add_argument("--decodes", required=True, help="a greedy decode shard")
+    s.add_argument("--variant", required=True, help="a variant of nlaprobe.spans")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_redact)
+
+    s = sub.add_parser("ridge", help="E8: fit kernel ridge on n ridge-split pairs, predict eval")
+    s.add_argument("--n", required=True, type=int, help="training pairs (capped at what exists)")
+    s.add_argument("--params", required=True, help="the ridge settings, seed and provenance")
+    for side in ("src", "dst"):
+        for split in ("ridge", "eval"):
+            s.add_argument(
+                f"--{side}-{split}", required=True, nargs="+", help=f"{side} {split} shards"
+            )
+    s.add_argument("--out-json", required=True)
+    s.add_argument("--out-npz", required=True)
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(func=cmd_ridge)
+
+    s = sub.add_parser("report", help="results/report.html and its figures")
+    s.add_argument("--inputs", required=True, help="JSON list of the aggregate results files")
+    s.add_argument("--out", required=True)
+    s.add_argument("--figures", required=True, help="folder for the figure files")
+    s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("stamp", help="write an aggregate's own parameters (a stamp file)")
     s.add_argument("--params", required=True)

@@ -53,3 +53,14 @@ TAG_LENGTH = 10
 
 def shard_name(shard: int) -> str:
     return f"{shard:0{SHARD_DIGITS}d}"
+
+
+# SPEC §4.7 default quote families (decode bans, span detection and redaction share them)
+DOUBLE_QUOTES = '"\u201c\u201d\u201e\u201f\uff02\u00ab\u00bb'
+SINGLE_QUOTES = "'\u2018\u2019\u201a\u201b\uff07"
+
+# figures of the report (results/figures/<name>.png; also inline in results/report.html)
+FIGURES = ("ban_conditions", "redaction", "best_of_n", "transfer_matrix", "ridge_scaling")
+
+# parquet schema-metadata key of a decode shard's provenance and summary (decode, redact, score)
+DECODE_META_KEY = "nlaprobe.decode"

@@ -29,14 +29,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from nlaprobe import constants as C
+
 log = logging.getLogger(__name__)
 
 EXPLANATION_RE = re.compile(r"<explanation>\s*(.*?)\s*</explanation>", re.DOTALL)
 BAN_BIAS = -1e9
 
-# SPEC §4.7 default quote families
-DOUBLE_QUOTES = '"\u201c\u201d\u201e\u201f\uff02\u00ab\u00bb'
-SINGLE_QUOTES = "'\u2018\u2019\u201a\u201b\uff07"
+DOUBLE_QUOTES = C.DOUBLE_QUOTES
+SINGLE_QUOTES = C.SINGLE_QUOTES
 BAN_SETS = {"ban_dq": DOUBLE_QUOTES, "ban_dq_sq": DOUBLE_QUOTES + SINGLE_QUOTES}
 COND_RE = re.compile(r"^(greedy|ban_dq|ban_dq_sq|sample_t1|greedy_L(\d+))$")
 
@@ -431,7 +432,7 @@ def decode_rows(
     return rows
 
 
-DECODE_META_KEY = "nlaprobe.decode"
+DECODE_META_KEY = C.DECODE_META_KEY
 
 
 def decode_table(rows: list[dict], meta: dict):

@@ -62,6 +62,7 @@ def train_settings(params: dict):
         av_steps=int(t.get("av_steps", 1500)),
         ar_steps=int(t.get("ar_steps", 800)),
         av_lr=float(t.get("av_lr", 2e-3)),
+        av_batch=int(t.get("av_batch", 32)),
         ar_lr=float(t.get("ar_lr", 1e-3)),
         quote_words=int(t.get("quote_words", 4)),
         seed=int(params.get("seed", 0)),
@@ -125,7 +126,7 @@ def build_demo(style: str, out: Path, params: dict) -> Path:
     contexts = rows.column("detokenized_text_truncated").to_pylist()
     doc_ids = rows.column("doc_id").to_pylist()
     targets = [
-        T.target_explanation(c, topics[i], s.quote_words)
+        T.target_explanation(c, topics[i], s.quote_words, T.quote_marks(c))
         for c, i in zip(contexts, doc_ids, strict=True)
     ]
     scale = float(np.linalg.norm(vectors, axis=1).mean())
@@ -150,6 +151,9 @@ def build_demo(style: str, out: Path, params: dict) -> Path:
     if s.ar_steps:
         texts, gold = list(targets), vectors
         if t.get("ar_mix", True) and s.av_steps:
+            n_mix = min(int(t.get("ar_mix_rows", 4096)), len(targets))
+            mix = np.sort(np.random.default_rng(s.seed + 3).permutation(len(targets))[:n_mix])
+            positions = rows.column("position").to_pylist()
             written = decode_rows(
                 HFBackend(
                     av,
@@ -163,15 +167,15 @@ def build_demo(style: str, out: Path, params: dict) -> Path:
                 prompt_token_embeds(av, prompt),
                 marker_pos,
                 scale,
-                vectors,
-                doc_ids,
-                rows.column("position").to_pylist(),
+                vectors[mix],
+                [doc_ids[i] for i in mix],
+                [positions[i] for i in mix],
                 parse_condition("greedy"),
                 s.seed,
                 128,
             )
             texts += [r["explanation"] if r["explanation"] is not None else "" for r in written]
-            gold = np.concatenate([vectors, vectors])
+            gold = np.concatenate([vectors, vectors[mix]])
         head, _ = T.train_ar(decoder_stack(ar), tokenizer, layer, AR_TEMPLATE, texts, gold, s)
     ar.eval()
     save_family(

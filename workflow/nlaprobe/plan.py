@@ -28,16 +28,29 @@ from nlaprobe import constants as C
 from nlaprobe.config import primary_family
 from nlaprobe.corpus import n_shards
 from nlaprobe.errors import ConfigError
+from nlaprobe.spans import REDACTION_VARIANTS
 
 RESULTS = "results"
 SPLITS = ("eval", "ridge")
-# decode conditions the DAG builds (later experiments add theirs)
-CONDITIONS = ("greedy",)
-VARIANTS = ("full",)
+# decode conditions of every family; each family adds greedy_L{k} for its adjacent layers
+CONDITIONS = ("greedy", "ban_dq", "ban_dq_sq", "sample_t1")
+BAN_CONDITIONS = ("greedy", "ban_dq", "ban_dq_sq")
+# AR-input variants: the explanation as decoded, or edited by redaction (greedy decodes only)
+VARIANTS = REDACTION_VARIANTS
+AGGREGATES = (
+    "fve_baseline",
+    "quote_ablation",
+    "verbatim",
+    "redaction",
+    "best_of_n",
+    "layers",
+    "transfer_matrix",
+    "ridge_scaling",
+)
 STAMPS = f"{RESULTS}/.stamps"
 ROLES = ("base", "av", "ar")
 # bump when the demo builder's output changes for the same settings
-DEMO_BUILDER_VERSION = 1
+DEMO_BUILDER_VERSION = 2
 
 
 def tag_of(spec: Any) -> str:
@@ -192,10 +205,6 @@ class Plan:
             return [self.demo_dir(entry["demo"])]
         return []
 
-    def demo_root(self, fam: str, role: str) -> str | None:
-        entry = self.checkpoint_entry(fam, role)
-        return self.demo_dir(entry["demo"]) if entry.get("demo") else None
-
     # ------------------------------------------------------------------ activations
     def activation_spec(self, fam: str, split: str) -> dict:
         spec = {
@@ -302,8 +311,32 @@ class Plan:
         pair = f"av-{self.decode_tag(av)}__ar-{self.ar_tag(ar)}"
         return f"{RESULTS}/scores/{pair}/{cond}/{variant}/shard-{shard}.parquet"
 
+    def conditions(self, fam: str) -> list[str]:
+        """Decode conditions of a family: the fixed ones and one per adjacent layer."""
+        return [*CONDITIONS, *[f"greedy_L{k}" for k in self.layers(fam)[1:]]]
+
+    def check_condition(self, fam: str, cond: str) -> None:
+        if cond not in self.conditions(fam):
+            raise ConfigError(
+                f"decode condition {cond!r} is not produced for family {fam!r} by this config "
+                f"(known: {self.conditions(fam)}; greedy_L<k> needs k in "
+                f"families.{fam}.adjacent_layers)"
+            )
+
+    def redacted_shard(self, fam: str, variant: str, shard: str) -> str:
+        return f"{RESULTS}/redacted/av-{self.decode_tag(fam)}/{variant}/shard-{shard}.parquet"
+
+    def redact_job(self, avtag: str, variant: str, shard: str) -> dict:
+        fam = self.family_for_decode_tag(avtag)
+        if variant not in VARIANTS or variant == "full":
+            raise ConfigError(
+                f"redaction variant {variant!r} is not one of {[v for v in VARIANTS if v != 'full']}"
+            )
+        return {"inputs": {"decodes": self.decode_shard(fam, "greedy", shard)}}
+
     def decode_job(self, avtag: str, cond: str, shard: str) -> dict:
         fam = self.family_for_decode_tag(avtag)
+        self.check_condition(fam, cond)
         d = self.cfg["decode"]
         return {
             "inputs": {
@@ -312,7 +345,6 @@ class Plan:
             },
             "checkpoint": to_json(self.checkpoint_entry(fam, "av")),
             "params": to_json({**decode_params(self.cfg), "batch_size": d["batch_size"]}),
-            "demo_root": self.demo_root(fam, "av") or "",
             "provenance": to_json(
                 {"family": fam, "tag": avtag, "tag_spec": self.decode_spec(fam), "cond": cond}
             ),
@@ -321,15 +353,26 @@ class Plan:
     def score_job(self, avtag: str, artag: str, cond: str, variant: str, shard: str) -> dict:
         av = self.family_for_decode_tag(avtag)
         ar = self.family_for_ar_tag(artag)
+        self.check_condition(av, cond)
+        if variant not in VARIANTS:
+            raise ConfigError(f"AR-input variant {variant!r} is not one of {list(VARIANTS)}")
+        if variant != "full" and cond != "greedy":
+            raise ConfigError(
+                f"AR-input variant {variant!r} edits greedy decodes only, not condition {cond!r}"
+            )
+        decodes = (
+            self.decode_shard(av, cond, shard)
+            if variant == "full"
+            else self.redacted_shard(av, variant, shard)
+        )
         return {
             "inputs": {
-                "decodes": self.decode_shard(av, cond, shard),
+                "decodes": decodes,
                 "gold": self.activation_shard(ar, "eval", shard),
                 "model": self.checkpoint_inputs(ar, "ar"),
             },
             "checkpoint": to_json(self.checkpoint_entry(ar, "ar")),
             "params": to_json({"batch_size": self.cfg["decode"]["batch_size"]}),
-            "demo_root": self.demo_root(ar, "ar") or "",
             "provenance": to_json(
                 {
                     "av_family": av,
@@ -344,16 +387,56 @@ class Plan:
         }
 
     # ------------------------------------------------------------------ aggregates
-    def cell_inputs(self, av: str, ar: str, cond: str = "greedy", variant: str = "full") -> dict:
+    def cell_inputs(
+        self,
+        av: str,
+        ar: str,
+        cond: str = "greedy",
+        variant: str = "full",
+        *,
+        decodes: bool = False,
+        acts: bool = False,
+    ) -> dict:
+        """Files of one scored set: score shards and the AR family's gold shards (same order),
+        optionally the decode shards read (explanations) and the AV family's activation shards."""
         shards = self.shards("eval")
-        return {
+        cell = {
             "scores": [self.score_shard(av, ar, cond, variant, s) for s in shards],
             "gold": [self.activation_shard(ar, "eval", s) for s in shards],
         }
+        if decodes:
+            cell["decodes"] = [
+                self.decode_shard(av, cond, s)
+                if variant == "full"
+                else self.redacted_shard(av, variant, s)
+                for s in shards
+            ]
+        if acts:
+            cell["acts"] = [self.activation_shard(av, "eval", s) for s in shards]
+        return cell
+
+    def aggregate_settings(self, name: str) -> dict:
+        """Settings of an aggregate of its own, beyond the metrics section."""
+        cfg = self.cfg
+        if name == "best_of_n":
+            n = cfg["decode"]["n_samples"]
+            return {"ns": sorted({k for k in cfg["best_of_n"]["ns"] if k <= n} | {n})}
+        if name == "verbatim":
+            return dict(cfg["verbatim"])
+        if name == "ridge_scaling":
+            return {"kernels": cfg["ridge"]["kernels"]}
+        return {}
 
     def aggregate_params(self, name: str) -> dict:
         """Parameters of an aggregate of its own (not folded into its inputs' tags)."""
-        return {"aggregate": name, "metrics": self.cfg["metrics"], "families": self.families}
+        if name not in AGGREGATES:
+            raise ConfigError(f"unknown aggregate {name!r}; valid: {list(AGGREGATES)}")
+        return {
+            "aggregate": name,
+            "metrics": self.cfg["metrics"],
+            "families": self.families,
+            **({"settings": s} if (s := self.aggregate_settings(name)) else {}),
+        }
 
     def stamp(self, name: str) -> str:
         """The stamp file of an aggregate: its own parameters, their tag in the name, so a
@@ -367,27 +450,79 @@ class Plan:
         return params
 
     def aggregate_spec(self, name: str) -> dict:
+        """Everything an aggregate reads: settings and the paths of its inputs, by role."""
         fams = self.families
-        pairs = (
-            [(f, f) for f in fams]
-            if name == "fve_baseline"
-            else [(a, b) for a in fams for b in fams]
-        )
-        aligned = [f for f in fams if f != self.primary]
-        return {
+        spec: dict = {
             "families": fams,
             "metrics": self.cfg["metrics"],
+            "settings": self.aggregate_settings(name),
             "train_var": {f: self.cfg["families"][f].get("train_var") for f in fams},
-            "cells": {f"{a}__{b}": self.cell_inputs(a, b) for a, b in pairs},
-            "alignment_sidecars": [
-                self.activation_sidecar(f, "eval", s) for f in aligned for s in self.shards("eval")
-            ],
         }
+        if name in ("fve_baseline", "transfer_matrix"):
+            pairs = (
+                [(f, f) for f in fams]
+                if name == "fve_baseline"
+                else [(a, b) for a in fams for b in fams]
+            )
+            aligned = [f for f in fams if f != self.primary]
+            spec["cells"] = {f"{a}__{b}": self.cell_inputs(a, b) for a, b in pairs}
+            spec["alignment_sidecars"] = [
+                self.activation_sidecar(f, "eval", s) for f in aligned for s in self.shards("eval")
+            ]
+        elif name == "quote_ablation":
+            spec["cells"] = {
+                f"{f}/{c}": self.cell_inputs(f, f, c, decodes=True)
+                for f in fams
+                for c in BAN_CONDITIONS
+            }
+        elif name == "verbatim":
+            spec["sets"] = {
+                f"{f}/{c}": {
+                    "decodes": [self.decode_shard(f, c, s) for s in self.shards("eval")],
+                    "acts": [self.activation_shard(f, "eval", s) for s in self.shards("eval")],
+                }
+                for f in fams
+                for c in CONDITIONS
+            }
+        elif name == "redaction":
+            spec["cells"] = {
+                f"{f}/{v}": self.cell_inputs(f, f, "greedy", v, decodes=True)
+                for f in fams
+                for v in VARIANTS
+            }
+        elif name == "best_of_n":
+            spec["cells"] = {
+                f"{f}/{c}": self.cell_inputs(f, f, c) for f in fams for c in ("greedy", "sample_t1")
+            }
+        elif name == "layers":
+            spec["layers"] = {f: self.layers(f) for f in fams}
+            spec["cells"] = {
+                f"{f}/{c}": self.cell_inputs(f, f, c, acts=c == "greedy")
+                for f in fams
+                for c in ["greedy", *[f"greedy_L{k}" for k in self.layers(f)[1:]]]
+            }
+        elif name == "ridge_scaling":
+            spec["directions"] = {
+                f"{a}_to_{b}": {
+                    "src": a,
+                    "dst": b,
+                    "runs": [
+                        {"n": n, "json": self.ridge_file(a, b, n, "json")}
+                        | {"npz": self.ridge_file(a, b, n, "npz")}
+                        for n in self.ridge_sizes()
+                    ],
+                    "gold": [self.activation_shard(b, "eval", s) for s in self.shards("eval")],
+                }
+                for a, b in self.ridge_directions()
+            }
+            spec["text_route"] = f"{RESULTS}/transfer_matrix.json"
+        else:
+            raise ConfigError(f"unknown aggregate {name!r}; valid: {list(AGGREGATES)}")
+        return spec
 
     def aggregate_inputs(self, name: str) -> list[str]:
-        spec = self.aggregate_spec(name)
-        files = [p for cell in spec["cells"].values() for p in cell["scores"] + cell["gold"]]
-        return sorted(set(files + spec["alignment_sidecars"])) + [self.stamp(name)]
+        """Every file of the aggregate's spec (sorted, unique) and, last, its stamp."""
+        return sorted(set(_paths(self.aggregate_spec(name)))) + [self.stamp(name)]
 
     def aggregate_job_spec(self, name: str, inputs: Sequence[str]) -> dict:
         """aggregate_spec with every path replaced by the job's own copy of that file: `inputs`
@@ -401,6 +536,78 @@ class Plan:
                 f"aggregate {name!r}: the job has {len(local)} inputs, the plan {len(paths)}"
             )
         return _replace_paths(self.aggregate_spec(name), dict(zip(paths, local, strict=True)))
+
+    def aggregate_spec_param(self, name: str):
+        """A `params:` function (wildcards, input) -> the job spec as JSON, for rule `name`."""
+
+        def param(wildcards, input) -> str:
+            return to_json(self.aggregate_job_spec(name, input))
+
+        return param
+
+    # ------------------------------------------------------------------ ridge (E8)
+    def ridge_directions(self) -> list[tuple[str, str]]:
+        return [(a, b) for a in self.families for b in self.families if a != b]
+
+    def ridge_spec(self) -> dict:
+        """What every ridge fit depends on: both families' activation sets on both splits, the
+        ridge settings and the seed."""
+        return {
+            "activations": {
+                f: {sp: self.activation_tag(f, sp) for sp in SPLITS} for f in self.families
+            },
+            "ridge": self.cfg["ridge"],
+            "seed": self.cfg["run"]["seed"],
+        }
+
+    def ridge_tag(self) -> str:
+        return tag_of(self.ridge_spec())
+
+    def ridge_pairs_bound(self) -> int:
+        """Upper bound of the ridge pairs: documents x positions per document (a document with
+        fewer candidate tokens gives fewer pairs; the job uses what exists)."""
+        r = self.cfg["corpus"]["splits"]["ridge"]
+        return (r["stop"] - r["start"]) * self.cfg["sampling"]["positions_per_doc"]
+
+    def ridge_sizes(self) -> list[int]:
+        from nlaprobe.ridge import log_spaced_sizes
+
+        r = self.cfg["ridge"]
+        return log_spaced_sizes(self.ridge_pairs_bound(), r["n_points"], r["n_min"])
+
+    def ridge_file(self, src: str, dst: str, n: int, ext: str) -> str:
+        return f"{RESULTS}/ridge/ridge-{self.ridge_tag()}/{src}_to_{dst}/n-{n}.{ext}"
+
+    def ridge_job(self, rtag: str, src: str, dst: str, n: int) -> dict:
+        if rtag != self.ridge_tag():
+            raise ConfigError(f"ridge tag ridge-{rtag} is not produced by this config")
+        if (src, dst) not in self.ridge_directions():
+            raise ConfigError(
+                f"ridge direction {src}_to_{dst} is not one of "
+                f"{[f'{a}_to_{b}' for a, b in self.ridge_directions()]}"
+            )
+        if n not in self.ridge_sizes():
+            raise ConfigError(f"ridge size n={n} is not one of {self.ridge_sizes()}")
+        return {
+            "inputs": {
+                f"{side}_{split}": [
+                    self.activation_shard(fam, split, s) for s in self.shards(split)
+                ]
+                for side, fam in (("src", src), ("dst", dst))
+                for split in SPLITS
+            },
+            "params": to_json(
+                {
+                    **self.cfg["ridge"],
+                    "seed": self.cfg["run"]["seed"],
+                    "device": self.device,
+                    "provenance": {"src": src, "dst": dst, "tag": rtag, "spec": self.ridge_spec()},
+                }
+            ),
+        }
+
+    def report_inputs(self) -> list[str]:
+        return [f"{RESULTS}/{name}.json" for name in AGGREGATES]
 
     # ------------------------------------------------------------------ job parameters
     @property
@@ -433,7 +640,6 @@ class Plan:
             "inputs": inputs,
             "checkpoint": to_json(self.checkpoint_entry(fam, "base")),
             "params": to_json(self.extract_params(fam)),
-            "demo_root": self.demo_root(fam, "base") or "",
             "provenance": to_json(provenance),
         }
 
@@ -458,6 +664,17 @@ def decode_params(cfg: dict) -> dict:
         "temperature": d["temperature"],
         "backend": d["backend"],
     }
+
+
+def _paths(obj: Any) -> list[str]:
+    """Every results path in a nested spec (strings under results/)."""
+    if isinstance(obj, dict):
+        return [p for v in obj.values() for p in _paths(v)]
+    if isinstance(obj, list):
+        return [p for v in obj for p in _paths(v)]
+    if isinstance(obj, str) and obj.startswith(f"{RESULTS}/"):
+        return [obj]
+    return []
 
 
 def _replace_paths(obj: Any, mapping: dict[str, str]) -> Any:

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from nlaprobe.checkpoints import LoadedAR
 from nlaprobe.extract import forward_layers
+from nlaprobe.spans import REDACTION_VARIANTS
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def readout(
 
 
 SCORE_META_KEY = "nlaprobe.score"
-VARIANTS = ("full",)
+VARIANTS = REDACTION_VARIANTS
 
 
 def score_rows(pred: np.ndarray, gold: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -23,6 +23,7 @@ import logging
 import math
 import random
 import re
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,12 +31,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from nlaprobe import constants as C
 from nlaprobe.checkpoints import decoder_blocks
 from nlaprobe.decode import build_prompt_embeds
 
 log = logging.getLogger(__name__)
 
-QUOTE_STRIP = "\"\u201c\u201d\u201e\u201f\uff02\u00ab\u00bb'\u2018\u2019\u201a\u201b\uff07`"
+QUOTE_STRIP = C.DOUBLE_QUOTES + C.SINGLE_QUOTES + "`\u300c\u300d\u300e\u300f"
 
 
 @dataclass(frozen=True)
@@ -100,12 +102,31 @@ def _clean_words(text: str) -> list[str]:
     return [w.strip(QUOTE_STRIP) for w in text.split() if w.strip(QUOTE_STRIP)]
 
 
-def target_explanation(context: str, topic: str | None, n_words: int) -> str:
+# Quote marks of the synthetic targets, with weights out of 20: mostly double quotes, some single
+# quotes, a few corner brackets. The choice hashes the context (not the vector), so the AV learns
+# the marginal: greedy decodes quote with ", and a ban of " (ban_dq) or of both families
+# (ban_dq_sq) leaves it the next habit to substitute, as the released AVs do (seeds/000, E2).
+QUOTE_MARKS = ((('"', '"'), 12), (("'", "'"), 5), (("\u300c", "\u300d"), 3))
+
+
+def quote_marks(context: str) -> tuple[str, str]:
+    """The (open, close) marks of a context's target, by a stable hash of the context."""
+    h = zlib.crc32(context.encode("utf-8")) % sum(w for _, w in QUOTE_MARKS)
+    for marks, weight in QUOTE_MARKS:
+        if h < weight:
+            return marks
+        h -= weight
+    raise AssertionError("unreachable: weights cover the hash range")
+
+
+def target_explanation(
+    context: str, topic: str | None, n_words: int, marks: tuple[str, str] = ('"', '"')
+) -> str:
     """A synthetic explanation of one position: topic phrase + quoted local phrase."""
     words = _clean_words(context)[-n_words:]
     quote = " ".join(words)
     about = re.sub(r"[-_]+", " ", topic) if topic else "text"
-    return f'Topic: {about}. The text reads "{quote}".'
+    return f"Topic: {about}. The text reads {marks[0]}{quote}{marks[1]}."
 
 
 def av_target_ids(tokenizer, explanation: str, stop_id: int) -> list[int]:

@@ -1,0 +1,685 @@
+"""The report (SPEC §6 Report, §8): figures drawn from hand-built results dicts in the exact shapes
+of aggregate.py / experiments.py / ridge_scaling, with null values and absent aggregates; the
+HTML's tables, escaping and self-containment; write_report's files, atomicity and determinism."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import html
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+
+from nlaprobe import report as R
+from nlaprobe.errors import DataError
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+IMG = '<img src="data:image/png;base64,'
+
+
+# ----------------------------------------------------------------------------- shapes
+
+
+def iv(value, lo=None, hi=None, n=None) -> dict:
+    """An Interval; with only a value, lo/hi default to value -/+ 0.05."""
+    if value is not None and lo is None and hi is None:
+        lo, hi = value - 0.05, value + 0.05
+    out = {"value": value, "lo": lo, "hi": hi}
+    if n is not None:
+        out["n"] = n
+    return out
+
+
+def fid(fve, lo=None, hi=None, *, n=20, tag_failures=0, train=True) -> dict:
+    """A fidelity() dict; fve None gives the shape of the all-tag-failures case."""
+    if fve is None:
+        none = {"value": None, "lo": None, "hi": None}
+        return {
+            "n": 0,
+            "tag_failures": tag_failures,
+            "nmse_mean": none,
+            "nmse_median": None,
+            "cos_mean": none,
+            "var_own": None,
+            "var_train": 0.5 if train else None,
+            "fve_own": none,
+            "fve_train": none if train else None,
+            "frac_fve_neg": None,
+            "frac_fve_gt_half": None,
+            "nmse_mean_strict": 2.0 if tag_failures else None,
+            "fve_own_strict": None,
+            "fve_train_strict": -3.0 if (train and tag_failures) else None,
+            "n_rows": n + tag_failures,
+            "decode_errors": 0,
+        }
+    return {
+        "n": n,
+        "tag_failures": tag_failures,
+        "nmse_mean": iv(0.25, 0.2, 0.3),
+        "nmse_median": 0.24,
+        "cos_mean": iv(0.875, 0.85, 0.9),
+        "var_own": 0.5,
+        "var_train": 0.5 if train else None,
+        "fve_own": iv(fve, lo, hi),
+        "fve_train": iv(fve, lo, hi) if train else None,
+        "frac_fve_neg": 0.1,
+        "frac_fve_gt_half": 0.6,
+        "nmse_mean_strict": 0.3,
+        "fve_own_strict": fve - 0.1,
+        "fve_train_strict": fve - 0.1 if train else None,
+        "bootstrap": {"n_boot": 50, "seed": 3, "alpha": 0.05, "unit": "group", "n_units": 7},
+        "n_rows": n + tag_failures,
+        "decode_errors": 0,
+    }
+
+
+def meta(name: str) -> dict:
+    return {
+        "schema_version": 1,
+        "package_version": "0.1.0",
+        "git_sha": "abc123def4567890",
+        "config_hash": "cafe0123beef4567",
+        "checkpoints": {
+            fam: {
+                role: {"id": f"org/{fam}-{role}", "revision": "r1", "dtype": "float32"}
+                for role in ("base", "av", "ar")
+            }
+            for fam in ("gemma", "qwen")
+        },
+        "seeds": {"run": 42, "metrics": {"n_boot": 50, "alpha": 0.05, "null_seed": 3}},
+        "device": "cpu",
+        "created_at": "2026-01-02T03:04:05+00:00",
+        "aggregate": name,
+    }
+
+
+def fve_baseline() -> dict:
+    # qwen: every decode a tag failure, so every FVE figure is null
+    return {"families": {"gemma": fid(0.523, 0.401, 0.612), "qwen": fid(None, tag_failures=20)}}
+
+
+def quote_condition(fve, lo=None, hi=None, *, cond: str) -> dict:
+    out = {
+        **fid(fve, lo, hi),
+        "n_banned_tokens": 0 if cond == "greedy" else 12,
+        "leaks": 0,
+        "share_single_quotes": iv(0.25, 0.1, 0.4, n=20),
+        "share_hatch": iv(0.05, 0.0, 0.15, n=20),
+        "hatch_kinds": {"corner": 1} if cond == "ban_dq_sq" else {},
+        "diff_vs_greedy": None if cond == "greedy" else iv(-0.1, -0.2, 0.0, n=20),
+    }
+    if cond == "ban_dq_sq":
+        out["hatch_using"] = fid(None)
+        out["hatch_free"] = fid(0.31)
+    return out
+
+
+def quote_ablation() -> dict:
+    vals = {
+        "gemma": {"greedy": (0.5, 0.4, 0.6), "ban_dq": (0.4, 0.3, 0.5), "ban_dq_sq": (None,)},
+        # qwen's ban_dq has a value but no interval (every resample degenerate)
+        "qwen": {"greedy": (0.6, 0.5, 0.7), "ban_dq": (0.55,), "ban_dq_sq": (0.3, 0.2, 0.4)},
+    }
+    fams = {}
+    for fam, conds in vals.items():
+        entries = {}
+        for cond, v in conds.items():
+            e = quote_condition(v[0], *v[1:], cond=cond)
+            if len(v) == 1 and v[0] is not None:
+                e["fve_own"] = {"value": v[0], "lo": None, "hi": None}
+            entries[cond] = e
+        # JSON order (sort_keys): ban_dq, ban_dq_sq, greedy
+        fams[fam] = {"conditions": dict(sorted(entries.items()))}
+    return {"families": fams}
+
+
+def run_stats(median: float, extra: bool) -> dict:
+    stats = {"n": 20, "median": median, "p90": 7.0, "mean": 3.2, "share_ge": 0.15, "max": 9}
+    null = {"n": 20, "median": 1.0, "p90": 2.0, "mean": 1.1, "share_ge": 0.0, "max": 3}
+    out = {
+        "runs": stats,
+        "null": null,
+        "median": iv(median, 2.0, 4.0, n=20),
+        "p90": iv(7.0, 6.0, 8.0, n=20),
+        "share_ge": iv(0.15, 0.05, 0.25, n=20),
+        "null_share_ge": iv(0.0, 0.0, 0.0, n=20),
+        "diff_share_ge_vs_null": iv(0.15, 0.05, 0.25, n=20),
+    }
+    if extra:
+        out["diff_share_ge_vs_greedy"] = iv(-0.05, -0.1, 0.0, n=20)
+    return out
+
+
+def verbatim() -> dict:
+    sq = run_stats(2.0, True)
+    sq["hatch_free"] = {k: v for k, v in run_stats(1.0, False).items()}
+    return {
+        "threshold": 6,
+        "null_seed": 3,
+        "families": {"gemma": {"ban_dq_sq": sq, "greedy": run_stats(3.0, False)}},
+    }
+
+
+VARIANTS = [
+    "full",
+    "prose_only",
+    "spans_empty",
+    "spans_ellipsis",
+    "spans_redacted",
+    "spans_only_marked",
+    "spans_only_bare",
+]
+
+
+def redaction() -> dict:
+    def var(fve, *b, diff=True):
+        return {**fid(fve, *b), "diff_vs_full": iv(-0.2, -0.3, -0.1, n=20) if diff else None}
+
+    spans = {
+        "mean_spans_per_decode": iv(1.5, 1.0, 2.0, n=20),
+        "share_chars_in_spans": iv(0.2, 0.1, 0.3, n=20),
+        "share_decodes_with_spans": iv(0.7, 0.5, 0.9, n=20),
+    }
+    return {
+        "variants": VARIANTS,
+        "families": {
+            "gemma": {
+                "spans": spans,
+                "variants": {
+                    "full": var(0.5, 0.4, 0.6, diff=False),
+                    "prose_only": var(0.3, 0.2, 0.4),
+                    "spans_redacted": var(0.35, 0.25, 0.45),
+                },
+            },
+            "qwen": {
+                "spans": spans,
+                "variants": {"full": var(0.6, 0.5, 0.7, diff=False), "prose_only": var(None)},
+            },
+        },
+    }
+
+
+def best_of_n() -> dict:
+    def best(fve, *b):
+        return {**fid(fve, *b), "diff_vs_greedy": iv(0.05, 0.0, 0.1, n=20)}
+
+    return {
+        "ns": [1, 2, 10],
+        "families": {
+            "gemma": {
+                "greedy": fid(0.42),
+                "n_samples": 10,
+                "sample_tag_failures": 3,
+                # JSON order is lexicographic: "1", "10", "2"
+                "best_of": {
+                    "1": best(0.4, 0.3, 0.5),
+                    "10": best(None),
+                    "2": best(0.45, 0.35, 0.55),
+                },
+                "mean_over_samples": fid(0.35),
+            },
+            "qwen": {
+                "greedy": fid(None, tag_failures=20),
+                "n_samples": 10,
+                "sample_tag_failures": 0,
+                "best_of": {"1": best(0.5), "10": best(0.7), "2": best(0.6)},
+                "mean_over_samples": fid(0.2),
+            },
+        },
+    }
+
+
+def layers() -> dict:
+    adj = {
+        **fid(0.2, 0.1, 0.3),
+        "cos_to_layer": iv(0.9, 0.88, 0.92, n=20),
+        "inter_layer_nmse": iv(0.2, 0.18, 0.22, n=20),
+        "intrinsic_nmse": 0.25,
+        "additive_bound_nmse": 0.45,
+        "diff_vs_greedy": iv(-0.3, -0.4, -0.2, n=20),
+    }
+    return {
+        "families": {"gemma": {"layer": 2, "greedy": fid(0.5), "adjacent": {"1": adj, "3": adj}}}
+    }
+
+
+def transfer_matrix() -> dict:
+    fams = ["gemma", "qwen"]
+    vals = {("gemma", "gemma"): (0.7, 0.01), ("gemma", "qwen"): (0.3, -0.02),
+            ("qwen", "gemma"): (None, None), ("qwen", "qwen"): (0.6, 0.0)}  # fmt: skip
+    cells = {}
+    for (av, ar), (v, null) in vals.items():
+        f = fid(v, train=False)
+        cells[f"{av}__{ar}"] = {
+            "av": av,
+            "ar": ar,
+            "route": "within" if av == ar else "cross",
+            "fve_own": f["fve_own"],
+            "null_fve_own": null,
+            "nmse_mean": f["nmse_mean"],
+            "cos_mean": f["cos_mean"],
+            "var_own": f["var_own"],
+            "n": f["n"],
+            "n_rows": 20,
+            "tag_failures": 0 if v is not None else 20,
+            "fve_own_strict": f["fve_own_strict"],
+        }
+    return {
+        "families": fams,
+        "matrix": {av: {ar: vals[(av, ar)][0] for ar in fams} for av in fams},
+        "nulls": {av: {ar: vals[(av, ar)][1] for ar in fams} for av in fams},
+        "cells": cells,
+        "alignment": {"mean_abs_error_chars": 0.25, "n_rows": 40},
+    }
+
+
+def point(n: int, fve) -> dict:
+    return {
+        "n": n,
+        "n_requested": n,
+        "alpha": 1.0,
+        "gamma": None,
+        "fve_own": iv(fve) if fve is not None else iv(None),
+        "nmse_mean": iv(0.8),
+        "cos_mean": iv(0.6),
+    }
+
+
+def ridge_scaling() -> dict:
+    def kernel(fves, status="extrapolated", n_cross=12345.6):
+        return {
+            "curve": [point(n, f) for n, f in zip((10, 100, 1000), fves, strict=True)],
+            "crossover": {"slope": 0.1, "intercept": -0.1, "n_cross": n_cross, "status": status},
+        }
+
+    return {
+        "directions": {
+            "gemma_to_qwen": {
+                "src": "gemma",
+                "dst": "qwen",
+                "text_route": {"fve_own": 0.3},
+                "kernels": {"linear": kernel([0.05, 0.12, 0.2]), "rbf": kernel([0.0, None, 0.25])},
+            },
+            "qwen_to_gemma": {
+                "src": "qwen",
+                "dst": "gemma",
+                "text_route": {"fve_own": None},
+                "kernels": {"linear": kernel([0.1, 0.15, 0.18], "never", None)},
+            },
+        }
+    }
+
+
+BUILDERS = {
+    "fve_baseline": fve_baseline,
+    "quote_ablation": quote_ablation,
+    "verbatim": verbatim,
+    "redaction": redaction,
+    "best_of_n": best_of_n,
+    "layers": layers,
+    "transfer_matrix": transfer_matrix,
+    "ridge_scaling": ridge_scaling,
+    # an aggregate the report has no dedicated layout for
+    "diagnostics": lambda: {"families": {"gemma": {"av_out_minus_empty": iv(0.11, 0.05, 0.17)}}},
+}
+
+
+def make_results(*, without: tuple[str, ...] = ()) -> dict[str, dict]:
+    return {k: {"meta": meta(k), "data": b()} for k, b in BUILDERS.items() if k not in without}
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, dict]:
+    return make_results()
+
+
+@pytest.fixture(scope="module")
+def page(results) -> str:
+    return R.render_html(results, {name: PNG_MAGIC + name.encode() for name in R.FIGURES})
+
+
+def table_rows(page: str) -> list[list[str]]:
+    """Every <tr> of the page as its unescaped cell texts."""
+    return [
+        [html.unescape(c) for c in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", tr, flags=re.S)]
+        for tr in re.findall(r"<tr>(.*?)</tr>", page, flags=re.S)
+    ]
+
+
+def section(page: str, name: str) -> str:
+    start = page.index(f'<section id="s-{name}">')
+    return page[start : page.index("</section>", start)]
+
+
+def tables(page: str) -> list[str]:
+    return re.findall(r"<table>.*?</table>", page, flags=re.S)
+
+
+def find_row(page: str, *keys: str) -> list[str]:
+    hits = [r for r in table_rows(page) if r[: len(keys)] == list(keys)]
+    assert len(hits) == 1, (keys, hits)
+    return hits[0]
+
+
+def texts(ax) -> list[str]:
+    return [t.get_text() for t in ax.texts]
+
+
+# ----------------------------------------------------------------------------- load / format
+
+
+def test_load_results_names_by_stem_and_reports_bad_files(tmp_path: Path):
+    good = tmp_path / "fve_baseline.json"
+    good.write_text(json.dumps({"meta": meta("x"), "data": fve_baseline()}))
+    assert R.load_results([str(good)])["fve_baseline"]["data"] == fve_baseline()
+
+    missing = tmp_path / "nope.json"
+    with pytest.raises(DataError, match=re.escape(str(missing))):
+        R.load_results([str(good), str(missing)])
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(DataError, match="broken.json: not valid JSON"):
+        R.load_results([str(broken)])
+    no_data = tmp_path / "no_data.json"
+    no_data.write_text(json.dumps({"meta": {}}))
+    with pytest.raises(DataError, match="no_data.json: expected .*'meta' and 'data'"):
+        R.load_results([str(no_data)])
+    (tmp_path / "sub").mkdir()
+    twin = tmp_path / "sub" / "fve_baseline.json"
+    twin.write_text(good.read_text())
+    with pytest.raises(DataError, match="second results file named 'fve_baseline'"):
+        R.load_results([str(good), str(twin)])
+
+
+@pytest.mark.parametrize(
+    ("x", "text"),
+    [
+        ({"value": 0.523, "lo": 0.401, "hi": 0.612}, "0.523 [0.401, 0.612]"),
+        ({"value": 0.5234, "lo": 0.4, "hi": 0.6, "n": 12}, "0.523 [0.400, 0.600]"),
+        ({"value": -0.25, "lo": None, "hi": None}, "-0.250 [—, —]"),
+        ({"value": None, "lo": None, "hi": None}, "—"),
+        (None, "—"),
+        (float("nan"), "—"),
+        (12, "12"),
+        (0.0, "0.000"),
+        (0.00012, "0.00012"),
+        (123456.7, "1.23e+05"),
+        (True, "yes"),
+        ({}, "—"),
+        ({"corner": 2, "italic": 1}, "corner: 2, italic: 1"),
+        ("extrapolated", "extrapolated"),
+    ],
+)
+def test_fmt_conventions(x, text):
+    assert R.fmt(x) == text
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def bar_heights(ax) -> dict[str, list[float]]:
+    return {c.get_label(): [round(p.get_height(), 6) for p in c.patches] for c in ax.containers}
+
+
+def whiskers(ax) -> list[tuple[float, float]]:
+    segs = [s for c in ax.collections if isinstance(c, LineCollection) for s in c.get_segments()]
+    return sorted((round(s[0][1], 6), round(s[1][1], 6)) for s in segs)
+
+
+def test_figure_ban_conditions_bars_are_fve_own_per_family_and_condition(results):
+    fig = R.figure_ban_conditions(results)
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    # 6 (family, condition) pairs; gemma's ban_dq_sq is null: 5 bars, 1 "no data"
+    assert len(ax.patches) == 5
+    assert bar_heights(ax) == {"greedy": [0.5, 0.6], "ban_dq": [0.4, 0.55], "ban_dq_sq": [0.3]}
+    assert texts(ax) == ["no data"]
+    # qwen's ban_dq has no interval: 4 whiskers
+    assert whiskers(ax) == [(0.2, 0.4), (0.3, 0.5), (0.4, 0.6), (0.5, 0.7)]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["gemma", "qwen"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["greedy", "ban_dq", "ban_dq_sq"]
+
+
+def test_figure_redaction_bars_follow_the_variant_order(results):
+    fig = R.figure_redaction(results)
+    ax = fig.axes[0]
+    assert len(ax.patches) == 4
+    assert bar_heights(ax) == {
+        "full": [0.5, 0.6],
+        "prose_only": [0.3],
+        "spans_redacted": [0.35],
+    }
+    assert texts(ax).count("no data") == 2  # qwen: prose_only null, spans_redacted absent
+    assert len(whiskers(ax)) == 4
+
+
+def test_figure_best_of_n_lines(results):
+    fig = R.figure_best_of_n(results)
+    gemma, qwen = fig.axes
+    # gemma: the curve (best of 10 is null), greedy, mean over samples
+    curve, greedy, mean = gemma.lines
+    assert list(curve.get_xdata()) == [1.0, 2.0]
+    assert list(curve.get_ydata()) == [0.4, 0.45]
+    assert list(greedy.get_ydata()) == [0.42, 0.42] and greedy.get_linestyle() == "--"
+    assert list(mean.get_ydata()) == [0.35, 0.35] and mean.get_linestyle() == ":"
+    assert len(gemma.collections) == 1  # the interval band
+    # qwen: greedy is null (all tag failures): curve + mean only
+    assert [ln.get_label() for ln in qwen.lines] == ["best of n", "mean over samples"]
+    assert list(qwen.lines[0].get_xdata()) == [1.0, 2.0, 10.0]
+    assert list(qwen.lines[0].get_ydata()) == [0.5, 0.6, 0.7]
+
+
+def test_figure_transfer_matrix_heatmap_and_cell_text(results):
+    fig = R.figure_transfer_matrix(results)
+    ax = fig.axes[0]
+    arr = ax.images[0].get_array()
+    assert arr.shape == (2, 2)
+    assert np.ma.getmaskarray(arr).tolist() == [[False, False], [True, False]]
+    np.testing.assert_allclose(arr.filled(np.nan), [[0.7, 0.3], [np.nan, 0.6]])
+    assert texts(ax) == [
+        "0.700\nnull 0.010",
+        "0.300\nnull -0.020",
+        "—\nnull —",
+        "0.600\nnull 0.000",
+    ]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["gemma", "qwen"]
+
+
+def test_figure_ridge_scaling_lines_per_direction_and_kernel(results):
+    fig = R.figure_ridge_scaling(results)
+    g2q, q2g = fig.axes[:2]
+    assert g2q.get_xscale() == "log"
+    lin, rbf, text = g2q.lines
+    assert list(lin.get_xdata()) == [10.0, 100.0, 1000.0]
+    assert list(lin.get_ydata()) == [0.05, 0.12, 0.2]
+    assert list(rbf.get_xdata()) == [10.0, 1000.0]  # the null point is left out
+    assert list(rbf.get_ydata()) == [0.0, 0.25]
+    assert lin.get_label() == "linear (match: 12345.600, extrapolated)"
+    assert list(text.get_ydata()) == [0.3, 0.3] and text.get_linestyle() == "--"
+    # qwen -> gemma: no text route value, so the kernel's line only
+    assert [ln.get_label() for ln in q2g.lines] == ["linear (match: —, never)"]
+
+
+@pytest.mark.parametrize("name", R.FIGURES)
+def test_absent_aggregate_gives_a_placeholder(name):
+    source = R.FIGURE_SOURCES[name]
+    fig = R.FIGURE_FUNCTIONS[name](make_results(without=(source,)))
+    assert isinstance(fig, Figure)
+    (ax,) = fig.axes
+    assert texts(ax) == [f"no data: {source} is not among the report inputs"]
+    assert not ax.lines and not ax.patches and not ax.images
+
+
+@pytest.mark.parametrize("name", R.FIGURES)
+def test_empty_aggregate_says_no_data(name):
+    empty = {R.FIGURE_SOURCES[name]: {"meta": {}, "data": {}}}
+    fig = R.FIGURE_FUNCTIONS[name](empty)
+    assert any(t == "no data" for ax in fig.axes for t in texts(ax))
+    assert R.figure_png(fig).startswith(PNG_MAGIC)
+
+
+def test_dollar_and_underscore_names_do_not_break_figures(results):
+    res = copy.deepcopy(results)
+    fams = res["quote_ablation"]["data"]["families"]
+    fams["$a$ $b"] = fams.pop("gemma")
+    fams["_hidden"] = fams.pop("qwen")
+    fig = R.figure_ban_conditions(res)
+    assert R.figure_png(fig).startswith(PNG_MAGIC)
+
+
+# ----------------------------------------------------------------------------- HTML
+
+
+def test_html_meta_summary_at_the_top(page):
+    first_section = page.index("<section")
+    for text in ("abc123def4567890", "cafe0123beef4567", "2026-01-02T03:04:05+00:00"):
+        assert 0 <= page.index(text) < first_section
+    assert find_row(page, "gemma", "av")[2:] == ["org/gemma-av", "r1", "float32"]
+
+
+def test_html_has_a_section_and_tables_for_every_aggregate(page, results):
+    for name in results:
+        assert f'<section id="s-{name}">' in page
+    # the unknown aggregate as key / value
+    assert find_row(page, "families.gemma.av_out_minus_empty") == [
+        "families.gemma.av_out_minus_empty",
+        "0.110 [0.050, 0.170]",
+    ]
+
+
+def test_html_baseline_rows(page):
+    page = section(page, "fve_baseline")
+    gemma = find_row(page, "gemma", "20", "0", "0.523 [0.401, 0.612]")
+    assert gemma[3:6] == ["0.523 [0.401, 0.612]", "0.523 [0.401, 0.612]", "0.250 [0.200, 0.300]"]
+    qwen = find_row(page, "qwen", "0", "20")
+    assert qwen[3:5] == ["—", "—"]
+
+
+def test_html_quote_ablation_rows(page):
+    sec = section(page, "quote_ablation")
+    # one row per family x condition, greedy first
+    header, *rows = table_rows(tables(sec)[0])
+    assert header[:5] == ["family", "condition", "n", "tag failures", "fve_own"]
+    assert [r[:2] for r in rows] == [
+        [f, c] for f in ("gemma", "qwen") for c in ("greedy", "ban_dq", "ban_dq_sq")
+    ]
+    assert rows[0][4] == "0.500 [0.400, 0.600]" and rows[0][-1] == "—"
+    assert rows[1][-1] == "-0.100 [-0.200, 0.000]"
+    assert rows[2][4] == "—"
+    assert rows[4][4] == "0.550 [—, —]"
+    sub = find_row(tables(sec)[1], "gemma", "ban_dq_sq")
+    assert sub[2:] == ["12", "0", "0.250 [0.100, 0.400]", "0.050 [0.000, 0.150]", "corner: 1"]
+    assert find_row(tables(sec)[2], "gemma", "ban_dq_sq", "hatch-free")[5] == "0.310 [0.260, 0.360]"
+
+
+def test_html_other_experiment_rows(page):
+    sec = section(page, "verbatim")
+    assert find_row(sec, "gemma", "ban_dq_sq (hatch-free)")[3] == "1.000 [2.000, 4.000]"
+    assert find_row(sec, "gemma", "greedy")[2:4] == ["20", "3.000 [2.000, 4.000]"]
+    assert find_row(sec, "gemma", "greedy")[-1] == "—"
+    sec = section(page, "redaction")
+    assert find_row(sec, "qwen", "prose_only")[4] == "—"
+    assert find_row(sec, "gemma", "spans_redacted")[4] == "0.350 [0.250, 0.450]"
+    sec = section(page, "best_of_n")
+    assert [r[1] for r in table_rows(tables(sec)[0]) if r[0] == "gemma"] == [
+        "greedy",
+        "best of 1",
+        "best of 2",
+        "best of 10",
+        "mean over samples",
+    ]
+    assert find_row(sec, "gemma", "best of 2")[4] == "0.450 [0.350, 0.550]"
+    assert find_row(sec, "gemma", "best of 10")[4] == "—"
+    assert find_row(section(page, "layers"), "gemma", "1")[-5:] == [
+        "0.900 [0.880, 0.920]",
+        "0.200 [0.180, 0.220]",
+        "0.250",
+        "0.450",
+        "-0.300 [-0.400, -0.200]",
+    ]
+    sec = section(page, "transfer_matrix")
+    assert find_row(sec, "gemma", "0.700 [0.650, 0.750] (null 0.010)")
+    assert find_row(sec, "qwen", "— (null —)")
+    assert "mean absolute error 0.250 characters over 40 rows" in sec
+    sec = section(page, "ridge_scaling")
+    assert find_row(sec, "gemma → qwen", "linear", "0.300") == [
+        "gemma → qwen",
+        "linear",
+        "0.300",
+        "0.100",
+        "-0.100",
+        "12345.600",
+        "extrapolated",
+    ]
+    assert find_row(sec, "gemma → qwen", "rbf", "100")[6] == "—"
+
+
+def test_html_one_inline_image_per_figure_and_nothing_external(page):
+    assert page.count(IMG) == len(R.FIGURES)
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", page, flags=re.I)
+    assert "<link" not in page and "<script" not in page.lower()
+
+
+def test_html_absent_aggregate_still_shows_its_figure():
+    res = make_results(without=("ridge_scaling",))
+    page = R.render_html(res, {n: PNG_MAGIC for n in R.FIGURES})
+    assert page.count(IMG) == len(R.FIGURES)
+    assert "ridge_scaling.json is not among the report inputs" in page
+
+
+def test_html_escapes_data_strings():
+    res = make_results()
+    evil = "<script>alert(1)</script>"
+    fams = res["fve_baseline"]["data"]["families"]
+    fams[evil] = fams.pop("gemma")
+    res["fve_baseline"]["meta"]["git_sha"] = '"><img src=x onerror=alert(2)>'
+    page = R.render_html(res, {})
+    assert "<script" not in page.lower() and "<img" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert find_row(page, evil)[3] == "0.523 [0.401, 0.612]"
+
+
+# ----------------------------------------------------------------------------- write_report
+
+
+def write_inputs(folder: Path, res: dict[str, dict]) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, obj in res.items():
+        p = folder / f"{name}.json"
+        p.write_text(json.dumps(obj, sort_keys=True))
+        paths.append(str(p))
+    return paths
+
+
+def test_write_report_files_are_complete_atomic_and_deterministic(tmp_path: Path):
+    inputs = write_inputs(tmp_path / "in", make_results(without=("best_of_n",)))
+    outs = []
+    for run in ("a", "b"):
+        html_path = tmp_path / run / "report.html"
+        fig_dir = tmp_path / run / "figures"
+        R.write_report(inputs, str(html_path), str(fig_dir))
+        pngs = {p.name: p.read_bytes() for p in sorted(fig_dir.iterdir())}
+        assert sorted(pngs) == sorted(f"{n}.png" for n in R.FIGURES)
+        assert all(b.startswith(PNG_MAGIC) for b in pngs.values())
+        page = html_path.read_text(encoding="utf-8")
+        assert page.count(IMG) == len(R.FIGURES)
+        assert sorted(p.name for p in (tmp_path / run).iterdir()) == ["figures", "report.html"]
+        outs.append((page, pngs))
+    assert outs[0] == outs[1]
+    # the PNG files are exactly the images in the page
+    for b in outs[0][1].values():
+        assert base64.b64encode(b).decode() in outs[0][0]
+
+
+def test_write_report_missing_input_names_it_and_writes_nothing(tmp_path: Path):
+    missing = str(tmp_path / "in" / "layers.json")
+    with pytest.raises(DataError, match=re.escape(missing)):
+        R.write_report([missing], str(tmp_path / "out" / "report.html"), str(tmp_path / "fig"))
+    assert not (tmp_path / "out").exists() and not (tmp_path / "fig").exists()

@@ -1,0 +1,400 @@
+"""Unit tests of nlaprobe.ridge against hand-computed values and closed forms written in numpy."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from nlaprobe import ridge as R
+
+
+def rand(shape, seed=0):
+    return np.random.default_rng(seed).normal(size=shape)
+
+
+def unit(a):
+    return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
+def rbf_by_hand(a, b, gamma):
+    """exp(-gamma ||a_i - b_j||^2) by explicit differences (no dot-product expansion)."""
+    return np.exp(-gamma * ((a[:, None, :] - b[None, :, :]) ** 2).sum(axis=2))
+
+
+def mean_nmse(pred, gold):
+    cos = (pred * gold).sum(1) / np.linalg.norm(pred, axis=1) / np.linalg.norm(gold, axis=1)
+    return float((2.0 * (1.0 - cos)).mean())
+
+
+def orthonormal_map(d_in, d_out, seed):
+    """[d_in, d_out] with orthonormal rows: x -> x @ W keeps norms, so unit x gives unit y."""
+    q, _ = np.linalg.qr(rand((d_out, d_in), seed))
+    return q.T
+
+
+# --- unit_rows, kernels, specs ------------------------------------------------------------------
+
+
+def test_unit_rows_by_hand():
+    out = R.unit_rows(np.array([[3, 4], [0, -2]], dtype=np.float32))
+    assert out.dtype == np.float64
+    np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, -1.0]], rtol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "x, message",
+    [
+        ([[1.0, 0.0], [2.0, 1.0], [0.0, 0.0]], "x row 2 is a zero vector"),
+        ([[1.0, 0.0], [np.nan, 1.0]], r"x row 1 has a non-finite value \(NaN or inf\) at column 0"),
+        ([[1.0, np.inf]], "x row 0 has a non-finite value"),
+        ([[1e200, 1e200]], "x row 0 has a norm too large"),
+        ([1.0, 2.0], r"x must have shape \[n, d\], got shape \(2,\)"),
+        (np.zeros((0, 3)), "x is empty"),
+    ],
+)
+def test_unit_rows_errors_name_the_row(x, message):
+    with pytest.raises(ValueError, match=message):
+        R.unit_rows(x)
+
+
+def test_kernel_matrix_by_hand():
+    a = np.array([[1.0, 0.0], [0.6, 0.8]])
+    b = np.array([[0.0, 1.0], [1.0, 0.0]])
+    np.testing.assert_allclose(R.kernel_matrix(a, b, "linear"), [[0.0, 1.0], [0.8, 0.6]])
+    # ||a_0 - b_0||^2 = 2, ||a_0 - b_1||^2 = 0, ||a_1 - b_0||^2 = 0.36 + 0.04, ||a_1 - b_1||^2 = 0.16 + 0.64
+    np.testing.assert_allclose(
+        R.kernel_matrix(a, b, "rbf", gamma=0.5),
+        [[math.exp(-1.0), 1.0], [math.exp(-0.2), math.exp(-0.4)]],
+        rtol=1e-14,
+    )
+    # gamma None is 1/d (scikit-learn's default): here 1/2
+    np.testing.assert_allclose(R.kernel_matrix(a, b, "rbf"), R.kernel_matrix(a, b, "rbf", 0.5))
+    # a Gram matrix has exactly 1 on the diagonal
+    x = unit(rand((6, 4)))
+    gram = R.kernel_matrix(x, x, "rbf", gamma=3.0)
+    assert (np.diag(gram) == 1.0).all()
+    np.testing.assert_allclose(gram, rbf_by_hand(x, x, 3.0), rtol=1e-12, atol=1e-15)
+
+
+def test_kernel_matrix_device_auto_matches_cpu():
+    x, z = rand((5, 3), 1), rand((4, 3), 2)
+    np.testing.assert_allclose(
+        R.kernel_matrix(x, z, "rbf", 0.3, device="auto"),
+        R.kernel_matrix(x, z, "rbf", 0.3, device="cpu"),
+        rtol=1e-12,
+    )
+
+
+def test_unknown_kernel_device_and_bad_gamma():
+    x = rand((3, 2))
+    with pytest.raises(ValueError, match=r"unknown kernel 'poly'; valid: linear, rbf"):
+        R.kernel_matrix(x, x, "poly")
+    with pytest.raises(ValueError, match=r"unknown kernel 'sigmoid'; valid: linear, rbf"):
+        R.KernelSpec("sigmoid")
+    with pytest.raises(ValueError, match="the linear kernel takes no gamma"):
+        R.KernelSpec("linear", gamma=1.0)
+    with pytest.raises(ValueError, match="gamma must be finite and > 0"):
+        R.KernelSpec("rbf", gamma=0.0)
+    with pytest.raises(ValueError, match=r"unknown device 'tpu'; valid: auto, cpu, cuda"):
+        R.kernel_matrix(x, x, "linear", device="tpu")
+    with pytest.raises(ValueError, match="a and b must have the same width, got 2 and 3"):
+        R.kernel_matrix(x, rand((3, 3)), "linear")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU is available"):
+            R.kernel_matrix(x, x, "linear", device="cuda")
+
+
+def test_kernel_spec_names():
+    assert R.KernelSpec("linear").name == "linear"
+    assert R.KernelSpec("rbf", 1.0).name == "rbf_g1"
+    assert R.KernelSpec("rbf", 2).name == "rbf_g2"
+    assert R.KernelSpec("rbf", 0.5).name == "rbf_g0.5"
+    assert R.KernelSpec("rbf", 1e-3).name == "rbf_g0.001"
+    assert R.KernelSpec("rbf", 1 / 3).name == "rbf_g0.3333333333333333"  # %g would lose digits
+    assert R.KernelSpec("rbf").name == "rbf"
+
+
+# --- alpha path ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kernel, gamma", [("rbf", 0.7), ("linear", None)])
+def test_alpha_path_equals_a_direct_solve_per_alpha(kernel, gamma):
+    # 40 training rows in d = 5: the linear Gram matrix has rank 5 (35 zero eigenvalues)
+    x_tr, x_val = unit(rand((40, 5), 1)), unit(rand((10, 5), 2))
+    y = rand((40, 3), 3)
+    k = R.kernel_matrix(x_tr, x_tr, kernel, gamma)
+    k_val = R.kernel_matrix(x_val, x_tr, kernel, gamma)
+    alphas = [1e-3, 0.1, 1.0, 10.0]
+    path = R.alpha_path(k, y, k_val, alphas)
+    assert path.shape == (4, 10, 3)
+    for i, alpha in enumerate(alphas):
+        direct = k_val @ np.linalg.solve(k + alpha * np.eye(40), y)
+        assert np.abs(path[i] - direct).max() < 1e-8
+
+
+def test_alpha_path_both_multiplication_orders_agree():
+    # 30 validation rows vs 2 alphas x 3 outputs = 6 columns, and 1 validation row vs 6: the two
+    # orders of the matrix products give the same numbers.
+    x_tr = unit(rand((25, 4), 4))
+    y = rand((25, 3), 5)
+    k = R.kernel_matrix(x_tr, x_tr, "rbf", 1.5)
+    for m in (30, 1):
+        x_val = unit(rand((m, 4), 6))
+        k_val = R.kernel_matrix(x_val, x_tr, "rbf", 1.5)
+        path = R.alpha_path(k, y, k_val, [0.01, 1.0])
+        for i, alpha in enumerate([0.01, 1.0]):
+            direct = k_val @ np.linalg.solve(k + alpha * np.eye(25), y)
+            assert np.abs(path[i] - direct).max() < 1e-10
+
+
+def test_alpha_path_input_errors():
+    k, y = np.eye(3), rand((3, 2))
+    with pytest.raises(ValueError, match=r"alphas\[1\] = 0.0; every alpha must be finite and > 0"):
+        R.alpha_path(k, y, k, [1.0, 0.0])
+    with pytest.raises(ValueError, match="alphas repeat 1.0"):
+        R.alpha_path(k, y, k, [1.0, 2.0, 1.0])
+    with pytest.raises(ValueError, match="k_train must be square"):
+        R.alpha_path(rand((3, 2)), y, k, [1.0])
+    with pytest.raises(ValueError, match="y_train must have 3 rows"):
+        R.alpha_path(k, rand((2, 2)), k, [1.0])
+    with pytest.raises(ValueError, match="k_val must have 3 columns"):
+        R.alpha_path(k, y, rand((2, 4)), [1.0])
+
+
+# --- fitting ------------------------------------------------------------------------------------
+
+
+def test_linear_kernel_recovers_an_exact_linear_map():
+    w = orthonormal_map(6, 10, seed=7)
+    x = unit(rand((200, 6), 8))
+    fit = R.fit_kernel_ridge(x, x @ w, R.KernelSpec("linear"), [1e-8, 1.0, 10.0], seed=0)
+    assert fit.alpha == 1e-8
+    assert fit.val_scores[1e-8] < 1e-10 < fit.val_scores[1.0] < fit.val_scores[10.0]
+    x_new = rand((50, 6), 9)  # not normalised: predict normalises
+    pred = fit.predict(x_new)
+    cos = (pred * (unit(x_new) @ w)).sum(1) / np.linalg.norm(pred, axis=1)
+    assert cos.min() > 0.999
+    np.testing.assert_allclose(pred, unit(x_new) @ w, atol=1e-6)
+
+
+def test_refit_equals_numpy_closed_form_on_all_pairs():
+    x, y, x_new = rand((60, 5), 10), rand((60, 4), 11), rand((7, 5), 12)
+    gamma, alpha = 0.8, 0.1
+    fit = R.fit_kernel_ridge(x, y, R.KernelSpec("rbf", gamma), [alpha])
+    xu, yu = unit(x), unit(y)
+    coef = np.linalg.solve(rbf_by_hand(xu, xu, gamma) + alpha * np.eye(60), yu)
+    np.testing.assert_allclose(fit.x_train, xu, rtol=1e-15)
+    np.testing.assert_allclose(fit.dual_coef, coef, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        fit.predict(x_new), rbf_by_hand(unit(x_new), xu, gamma) @ coef, atol=1e-10
+    )
+
+
+def test_predictions_equal_scikit_learn_kernel_ridge():
+    kernel_ridge = pytest.importorskip("sklearn.kernel_ridge")
+    x, y, x_new = rand((60, 5), 10), rand((60, 4), 11), rand((7, 5), 12)
+    for gamma, alpha in [(0.8, 0.1), (3.0, 1e-3)]:
+        fit = R.fit_kernel_ridge(x, y, R.KernelSpec("rbf", gamma), [alpha])
+        ref = kernel_ridge.KernelRidge(alpha=alpha, kernel="rbf", gamma=gamma)
+        ref.fit(unit(x), unit(y))
+        assert np.abs(fit.predict(x_new) - ref.predict(unit(x_new))).max() < 1e-6
+
+
+def _selection_by_hand(x, y, kernel, alphas, seed):
+    train, val = R.val_split(len(x), 0.2, seed)
+    xu, yu = unit(x), unit(y)
+    k = kernel(xu[train], xu[train])
+    k_val = kernel(xu[val], xu[train])
+    scores = {}
+    for a in alphas:
+        pred = k_val @ np.linalg.solve(k + a * np.eye(len(train)), yu[train])
+        scores[a] = mean_nmse(pred, yu[val])
+    return scores
+
+
+ALPHAS = [1e-4, 1e-2, 1.0, 100.0]
+
+
+def test_selection_on_clean_data_picks_the_smallest_alpha():
+    # y = an exact norm-preserving linear map of x: the least regularised linear fit wins.
+    x = rand((80, 6), 1)
+    y = unit(x) @ orthonormal_map(6, 8, seed=2)
+    fit = R.fit_kernel_ridge(x, y, R.KernelSpec("linear"), ALPHAS, seed=0)
+    by_hand = _selection_by_hand(x, y, lambda a, b: a @ b.T, ALPHAS, seed=0)
+    assert list(fit.val_scores) == ALPHAS
+    for a in ALPHAS:
+        assert fit.val_scores[a] == pytest.approx(by_hand[a], abs=1e-9)
+    assert by_hand[1e-4] < 1e-10 < by_hand[1e-2] < by_hand[1.0] < by_hand[100.0]
+    assert fit.alpha == 1e-4
+
+
+def test_selection_on_noisy_data_picks_the_largest_alpha():
+    # targets drowned in noise (5x the signal): the most regularised fit wins.
+    x = rand((80, 6), 1)
+    y = np.tanh(x @ rand((6, 4), 2)) + 5.0 * rand((80, 4), 3)
+    fit = R.fit_kernel_ridge(x, y, R.KernelSpec("rbf", 2.0), ALPHAS, seed=0)
+    by_hand = _selection_by_hand(x, y, lambda a, b: rbf_by_hand(a, b, 2.0), ALPHAS, seed=0)
+    for a in ALPHAS:
+        assert fit.val_scores[a] == pytest.approx(by_hand[a], abs=1e-9)
+    assert min(by_hand, key=by_hand.get) == 100.0
+    assert fit.alpha == 100.0
+
+
+def test_selection_ties_go_to_the_larger_alpha():
+    # x_train rows are distinct basis vectors, so K_train = I under the linear kernel and every
+    # alpha predicts K_val Y / (1 + alpha): one direction, one validation score.
+    x = np.eye(10)
+    y = rand((10, 3), 4)
+    train, _ = R.val_split(10, 0.2, seed=0)
+    fit = R.fit_kernel_ridge(x, y, R.KernelSpec("linear"), [0.5, 8.0, 2.0], seed=0)
+    assert len(train) == 8
+    scores = list(fit.val_scores.values())
+    assert max(scores) - min(scores) < 1e-12
+    assert fit.alpha == 8.0
+
+
+def test_fit_is_deterministic_given_seed_and_split_depends_on_it():
+    x, y = rand((50, 4), 5), rand((50, 3), 6)
+    spec, alphas = R.KernelSpec("rbf", 1.0), [1e-3, 1e-1, 10.0]
+    a = R.fit_kernel_ridge(x, y, spec, alphas, seed=3)
+    b = R.fit_kernel_ridge(x, y, spec, alphas, seed=3)
+    c = R.fit_kernel_ridge(x, y, spec, alphas, seed=4)
+    assert a.val_scores == b.val_scores and a.alpha == b.alpha
+    assert np.array_equal(a.dual_coef, b.dual_coef)
+    assert a.val_scores != c.val_scores
+
+
+def test_fit_best_one_fit_per_spec_name():
+    x, y = rand((40, 4), 7), rand((40, 3), 8)
+    specs = [R.KernelSpec("linear"), R.KernelSpec("rbf", 0.5), R.KernelSpec("rbf", 2.0)]
+    fits = R.fit_best(x, y, specs, [0.01, 1.0], seed=1)
+    assert list(fits) == ["linear", "rbf_g0.5", "rbf_g2"]
+    for spec in specs:
+        alone = R.fit_kernel_ridge(x, y, spec, [0.01, 1.0], seed=1)
+        assert fits[spec.name].spec == spec
+        assert fits[spec.name].val_scores == alone.val_scores
+    with pytest.raises(ValueError, match=r"specs\[1\] repeats specs\[0\] \('rbf_g1'\)"):
+        R.fit_best(x, y, [R.KernelSpec("rbf", 1.0), R.KernelSpec("rbf", 1)], [1.0])
+    with pytest.raises(ValueError, match="specs is empty"):
+        R.fit_best(x, y, [], [1.0])
+
+
+def test_fit_input_errors():
+    x = rand((10, 3))
+    with pytest.raises(ValueError, match="x and y must hold the same pairs"):
+        R.fit_kernel_ridge(x, rand((9, 2)), R.KernelSpec("linear"), [1.0])
+    with pytest.raises(ValueError, match="y row 4 is a zero vector"):
+        R.fit_kernel_ridge(
+            x, np.where(np.arange(10)[:, None] == 4, 0.0, 1.0), R.KernelSpec("linear"), [1.0]
+        )
+    fit = R.fit_kernel_ridge(x, rand((10, 2)), R.KernelSpec("linear"), [1.0])
+    with pytest.raises(ValueError, match="x must have width 3"):
+        fit.predict(rand((2, 4)))
+
+
+# --- validation split ---------------------------------------------------------------------------
+
+
+def test_val_split_is_deterministic_disjoint_and_complete():
+    train, val = R.val_split(10, 0.2, seed=0)
+    perm = np.random.default_rng(0).permutation(10)
+    np.testing.assert_array_equal(val, np.sort(perm[:2]))
+    np.testing.assert_array_equal(train, np.sort(perm[2:]))
+    again = R.val_split(10, 0.2, seed=0)
+    np.testing.assert_array_equal(again[0], train)
+    np.testing.assert_array_equal(again[1], val)
+    assert not set(train) & set(val)
+    assert sorted([*train, *val]) == list(range(10))
+    # 5 * 0.5 = 2.5 rounds half up: 3 validation rows
+    assert [len(p) for p in R.val_split(5, 0.5, seed=1)] == [2, 3]
+    assert any(
+        not np.array_equal(R.val_split(100, 0.2, s)[1], R.val_split(100, 0.2, 0)[1]) for s in (1, 2)
+    )
+
+
+@pytest.mark.parametrize(
+    "n, fraction, message",
+    [
+        (1, 0.5, "1 validation and 0 training rows"),
+        (10, 0.01, "0 validation and 10 training rows"),
+        (10, 0.99, "10 validation and 0 training rows"),
+        (10, 0.0, r"val_fraction must be in \(0, 1\)"),
+        (-1, 0.2, "n must be an integer >= 0"),
+    ],
+)
+def test_val_split_errors(n, fraction, message):
+    with pytest.raises(ValueError, match=message):
+        R.val_split(n, fraction, seed=0)
+
+
+# --- training-size curve ------------------------------------------------------------------------
+
+
+def test_log_spaced_sizes_by_hand():
+    assert R.log_spaced_sizes(4000, 5, 250) == [250, 500, 1000, 2000, 4000]
+    # 10, 10^(5/3) = 46.4, 10^(7/3) = 215.4, 1000
+    assert R.log_spaced_sizes(1000, 4, 10) == [10, 46, 215, 1000]
+    # 1, 1.29, 1.67, 2.15, 2.78, 3.59, 4.64, 5.99, 7.74, 10 -> duplicates dropped
+    assert R.log_spaced_sizes(10, 10, 1) == [1, 2, 3, 4, 5, 6, 8, 10]
+    assert R.log_spaced_sizes(100, 5, 200) == [100]
+    assert R.log_spaced_sizes(100, 1, 10) == [100]
+    with pytest.raises(ValueError, match="n_points must be an integer >= 1"):
+        R.log_spaced_sizes(100, 0, 10)
+
+
+def test_crossover_on_an_exact_line():
+    # fve = 0.1 + 0.1 log10(n): target 0.8 at n = 10^7
+    out = R.crossover([100, 1000, 10000], [0.3, 0.4, 0.5], 0.8)
+    assert out["status"] == "extrapolated"
+    assert out["slope"] == pytest.approx(0.1, rel=1e-12)
+    assert out["intercept"] == pytest.approx(0.1, rel=1e-12)
+    assert out["log10_n_cross"] == pytest.approx(7.0, rel=1e-12)
+    assert out["n_cross"] == pytest.approx(1e7, rel=1e-9)
+
+
+def test_crossover_reached_is_the_smallest_observed_n():
+    out = R.crossover([100, 1000, 10000], [0.3, 0.4, 0.5], 0.35)
+    assert out["status"] == "reached"
+    assert out["n_cross"] == 1000.0
+    assert out["slope"] == pytest.approx(0.1, rel=1e-12)
+    # a falling curve that starts above the target still reached it (at its first point)
+    out = R.crossover([100, 1000], [0.9, 0.2], 0.5)
+    assert (out["status"], out["n_cross"]) == ("reached", 100.0)
+
+
+@pytest.mark.parametrize(
+    "ns, fves, slope",
+    [
+        ([100, 1000, 10000], [0.3, 0.3, 0.3], 0.0),  # flat
+        ([100, 1000, 10000], [0.5, 0.4, 0.3], -0.1),  # falling
+        ([100, 100], [0.2, 0.3], None),  # one distinct n: no line
+    ],
+)
+def test_crossover_never(ns, fves, slope):
+    out = R.crossover(ns, fves, 0.6)
+    assert out["status"] == "never"
+    assert out["n_cross"] is None and out["log10_n_cross"] is None
+    if slope is None:
+        assert out["slope"] is None and out["intercept"] is None
+    else:
+        assert out["slope"] == pytest.approx(slope, abs=1e-12)
+
+
+def test_crossover_beyond_float_range_keeps_the_exponent():
+    # slope 1e-5 per decade from 0.1 at n = 10: 0.9 needs 8e4 more decades
+    out = R.crossover([10, 100], [0.1, 0.10001], 0.9)
+    assert out["status"] == "extrapolated"
+    assert out["n_cross"] == math.inf
+    assert out["log10_n_cross"] == pytest.approx(1.0 + 0.8 / 1e-5, rel=1e-6)
+
+
+def test_crossover_errors():
+    with pytest.raises(ValueError, match="equal length"):
+        R.crossover([1, 2], [0.1], 0.5)
+    with pytest.raises(ValueError, match=r"ns\[1\] = 0.0; every n must be finite and > 0"):
+        R.crossover([1, 0], [0.1, 0.2], 0.5)
+    with pytest.raises(ValueError, match=r"fves\[0\] = nan"):
+        R.crossover([1, 2], [np.nan, 0.2], 0.5)

@@ -1,0 +1,251 @@
+"""E8 on files: kernel ridge fits between two families' aligned vectors, and the n-scaling
+aggregate with the crossover against the text route (SPEC §6 E8).
+
+inputs -> outputs
+- ridge_stage: the ridge-split and eval-split activation shards of a source and a destination
+  family (aligned row for row) + n -> `results/ridge/ridge-<tag>/<src>_to_<dst>/n-<n>.json`
+  (per kernel: chosen alpha/gamma, validation curve, eval nmse) and `.npz` (per kernel: the
+  eval predictions, the dual coefficients, the training row indices; the linear kernel's primal
+  weights W [d_src, d_dst]). No pickled objects.
+- ridge_scaling: every direction's fits + the destination family's eval gold + the transfer
+  matrix (text route: AV src -> AR dst, fve_own) -> `results/ridge_scaling.json`.
+
+Invariants:
+- pairs are rows of the same (doc_id, position) in both families (checked by doc_id); vectors
+  are unit-normalised before fitting (nlaprobe.ridge);
+- the n training pairs are the first n of one seeded permutation of all ridge pairs, so the
+  training sets are nested across n; n larger than the pairs that exist uses them all (the JSON
+  records `n_requested` and the `n` used);
+- alpha (and the RBF gamma) are chosen on an internal validation split of the n pairs by
+  nlaprobe.ridge; the eval split is never seen during fitting;
+- fve_own of a prediction = 1 - mean nmse / Var(v_nrm of the destination's eval gold), with a
+  95% cluster-bootstrap interval over documents, as for the text route.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from nlaprobe import constants as C
+from nlaprobe import metrics as M
+from nlaprobe import ridge as R
+from nlaprobe.errors import ConfigError, DataError
+from nlaprobe.io import atomic_path, read_json, read_table, vectors_from_column, write_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RidgeParams:
+    kernels: tuple[str, ...]
+    rbf_gammas: tuple[float, ...]
+    alphas: tuple[float, ...]
+    val_fraction: float
+    seed: int
+    provenance: dict
+
+    @classmethod
+    def from_json(cls, raw: dict) -> RidgeParams:
+        try:
+            return cls(
+                kernels=tuple(raw["kernels"]),
+                rbf_gammas=tuple(float(g) for g in raw["rbf_gammas"]),
+                alphas=tuple(float(a) for a in raw["alphas"]),
+                val_fraction=float(raw["val_fraction"]),
+                seed=int(raw["seed"]),
+                provenance=raw.get("provenance", {}),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"ridge --params: missing or invalid field ({e!r})") from None
+
+    def specs(self) -> dict[str, list[R.KernelSpec]]:
+        """Kernel name -> the specs tried for it (RBF: one per gamma)."""
+        out: dict[str, list[R.KernelSpec]] = {}
+        for k in self.kernels:
+            if k == "linear":
+                out[k] = [R.KernelSpec("linear")]
+            elif k == "rbf":
+                out[k] = [R.KernelSpec("rbf", g) for g in self.rbf_gammas]
+            else:
+                raise ConfigError(f"ridge.kernels: unknown kernel {k!r}; valid: linear, rbf")
+        return out
+
+
+def read_pairs(src: Sequence[str], dst: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Aligned (src, dst) vectors of shards listed in the same order, and the doc ids."""
+    if len(src) != len(dst):
+        raise DataError(f"{len(src)} source shards but {len(dst)} destination shards")
+    xs, ys, docs = [], [], []
+    for ps, pd in zip(src, dst, strict=True):
+        ts = read_table(ps, [C.COL_DOC_ID, C.COL_VECTOR])
+        td = read_table(pd, [C.COL_DOC_ID, C.COL_VECTOR])
+        ids_s = ts.column(C.COL_DOC_ID).to_pylist()
+        ids_d = td.column(C.COL_DOC_ID).to_pylist()
+        if ids_s != ids_d:
+            raise DataError(
+                f"{ps} and {pd} are not aligned row for row (doc_ids differ); ridge pairs need "
+                "the two families' activation shards of the same positions"
+            )
+        xs.append(vectors_from_column(ts, C.COL_VECTOR, where=ps))
+        ys.append(vectors_from_column(td, C.COL_VECTOR, where=pd))
+        docs += ids_s
+    if not docs:
+        raise DataError(f"no pairs in {list(src)}")
+    return np.concatenate(xs), np.concatenate(ys), docs
+
+
+def ridge_stage(
+    params: RidgeParams,
+    *,
+    n: int,
+    src_ridge: Sequence[str],
+    dst_ridge: Sequence[str],
+    src_eval: Sequence[str],
+    dst_eval: Sequence[str],
+    out_json: str,
+    out_npz: str,
+    device: str = "cpu",
+) -> dict:
+    """Fit every kernel on the first n pairs of the seeded permutation; predict the eval split."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"ridge --n must be an integer >= 1, got {n!r}")
+    x, y, _ = read_pairs(src_ridge, dst_ridge)
+    xe, ye, _ = read_pairs(src_eval, dst_eval)
+    if x.shape[1] != xe.shape[1] or y.shape[1] != ye.shape[1]:
+        raise DataError(
+            f"vector widths differ between the ridge split ({x.shape[1]} -> {y.shape[1]}, "
+            f"{src_ridge[0]}) and the eval split ({xe.shape[1]} -> {ye.shape[1]}, {src_eval[0]})"
+        )
+    order = np.random.default_rng(params.seed).permutation(len(x))
+    train = np.sort(order[: min(n, len(x))])
+    dev = _device(device)
+    result: dict = {
+        "n_requested": n,
+        "n": len(train),
+        "n_pairs": len(x),
+        "n_eval": len(xe),
+        "provenance": params.provenance,
+        "kernels": {},
+    }
+    arrays: dict[str, np.ndarray] = {"train_rows": train}
+    for name, specs in params.specs().items():
+        fits = R.fit_best(
+            x[train],
+            y[train],
+            specs,
+            params.alphas,
+            val_fraction=params.val_fraction,
+            seed=params.seed,
+            device=dev,
+        )
+        best = min(fits.values(), key=lambda f: (min(f.val_scores.values()), f.spec.name))
+        pred = best.predict(R.unit_rows(xe), device=dev)
+        nmse = M.nmse_rows(pred, ye)
+        result["kernels"][name] = {
+            "spec": best.spec.name,
+            "gamma": best.spec.gamma,
+            "alpha": best.alpha,
+            "val_nmse": min(best.val_scores.values()),
+            "val_curves": {
+                f.spec.name: {repr(a): v for a, v in sorted(f.val_scores.items())}
+                for f in fits.values()
+            },
+            "eval_nmse_mean": float(nmse.mean()),
+        }
+        arrays[f"{name}_eval_pred"] = pred.astype(np.float32)
+        arrays[f"{name}_dual_coef"] = best.dual_coef.astype(np.float32)
+        if name == "linear":
+            arrays["linear_weight"] = (best.x_train.T @ best.dual_coef).astype(np.float32)
+    with atomic_path(out_npz) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    write_json(out_json, result)
+    log.info(
+        "ridge n=%d: %s", len(train), {k: v["eval_nmse_mean"] for k, v in result["kernels"].items()}
+    )
+    return result
+
+
+def _device(device: str) -> str:
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+# ----------------------------------------------------------------------------- aggregate
+
+
+def ridge_scaling(spec: dict) -> dict:
+    """E8: ridge fve_own vs n per direction and kernel, and the crossover with the text route."""
+    m = spec["metrics"]
+    text = read_json(spec["text_route"])["data"] if spec.get("directions") else {}
+    out: dict = {"kernels": spec["settings"]["kernels"], "directions": {}}
+    for key, d in spec["directions"].items():
+        gold, docs = _gold(d["gold"])
+        var = M.population_var(gold)
+        route = (text.get("cells", {}).get(f"{d['src']}__{d['dst']}") or {}).get("fve_own") or {}
+        target = route.get("value")
+        kernels: dict = {}
+        for name in spec["settings"]["kernels"]:
+            curve = []
+            for run in d["runs"]:
+                meta = read_json(run["json"])
+                k = meta["kernels"][name]
+                with np.load(run["npz"], allow_pickle=False) as z:
+                    pred = z[f"{name}_eval_pred"]
+                if len(pred) != len(gold):
+                    raise DataError(
+                        f"{run['npz']}: {len(pred)} eval predictions, gold has {len(gold)}"
+                    )
+                s = M.summarize(
+                    pred,
+                    gold,
+                    groups=docs,
+                    n_boot=m["n_boot"],
+                    seed=m["null_seed"],
+                    alpha=m["alpha"],
+                )
+                curve.append(
+                    {
+                        "n": meta["n"],
+                        "n_requested": meta["n_requested"],
+                        "alpha": k["alpha"],
+                        "gamma": k["gamma"],
+                        "fve_own": s["fve_own"],
+                        "nmse_mean": s["nmse_mean"],
+                        "cos_mean": s["cos_mean"],
+                        "var_own": var,
+                    }
+                )
+            # requested sizes above the pairs that exist collapse onto one fit: keep one point per n
+            curve = list({p["n"]: p for p in curve}.values())
+            kernels[name] = {
+                "curve": curve,
+                "crossover": R.crossover(
+                    [p["n"] for p in curve], [p["fve_own"]["value"] for p in curve], target
+                )
+                if target is not None and len(curve) >= 1
+                else None,
+            }
+        out["directions"][key] = {
+            "src": d["src"],
+            "dst": d["dst"],
+            "text_route": {"fve_own": target, "lo": route.get("lo"), "hi": route.get("hi")},
+            "kernels": kernels,
+        }
+    return out
+
+
+def _gold(paths: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    vecs, docs = [], []
+    for p in paths:
+        t = read_table(p, [C.COL_DOC_ID, C.COL_VECTOR])
+        vecs.append(vectors_from_column(t, C.COL_VECTOR, where=p))
+        docs += t.column(C.COL_DOC_ID).to_pylist()
+    return np.concatenate(vecs), docs
