@@ -14,7 +14,6 @@ import argparse
 import logging
 import os
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,6 +23,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from bench_common import best_times  # noqa: E402
 
 from nlaprobe.checkpoints import load_causal_lm, load_tokenizer, resolve_source  # noqa: E402
 from nlaprobe.corpus import Document, pydoc_documents  # noqa: E402
@@ -57,19 +57,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="torch intra-op threads (1 keeps timings stable on a shared machine; 0 = torch default)",
     )
     return p.parse_args(argv)
-
-
-def best_times(fns, repeats: int):
-    """Best wall time of each function and its last result; runs alternate (a, b, a, b, ...)
-    so that a change in machine load affects both sides alike."""
-    best = [float("inf")] * len(fns)
-    results = [None] * len(fns)
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            results[i] = fn()
-            best[i] = min(best[i], time.perf_counter() - start)
-    return best, results
 
 
 def main(argv=None) -> int:

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 
 import numpy as np
 import torch
+from bench_common import best_times
 
 from nlaprobe.ridge import KernelSpec, fit_kernel_ridge, unit_rows, val_split
 
@@ -70,19 +70,6 @@ def mean_nmse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     p = y_pred / np.linalg.norm(y_pred, axis=1, keepdims=True)
     g = y_true / np.linalg.norm(y_true, axis=1, keepdims=True)
     return float((2.0 * (1.0 - np.clip((p * g).sum(axis=1), -1.0, 1.0))).mean())
-
-
-def best_times(fns, repeats: int):
-    """Best wall time of each function and its last result; runs alternate (a, b, a, b, ...)
-    so that a change in machine load affects both sides alike."""
-    best = [float("inf")] * len(fns)
-    results = [None] * len(fns)
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            results[i] = fn()
-            best[i] = min(best[i], time.perf_counter() - start)
-    return best, results
 
 
 def main(argv=None) -> int:

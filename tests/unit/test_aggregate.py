@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from nlaprobe import aggregate as A
-from nlaprobe.errors import DataError
+from nlaprobe.errors import ConfigError, DataError
 from nlaprobe.io import vectors_to_arrow, write_table
 
 META_KEYS = {
@@ -507,8 +507,8 @@ def test_run_aggregate_writes_meta_and_data_atomically(tmp_path):
 
 
 def test_run_aggregate_rejects_an_unknown_name(tmp_path):
-    with pytest.raises(ValueError, match="unknown aggregate"):
-        A.run_aggregate("layers", {}, str(tmp_path / "x.json"), config())
+    with pytest.raises(ConfigError, match="unknown aggregate 'centred_eval'; valid: .*layers"):
+        A.run_aggregate("centred_eval", {}, str(tmp_path / "x.json"), config())
     assert not (tmp_path / "x.json").exists()
 
 

@@ -108,7 +108,18 @@ def test_every_default_is_valid_for_its_property() -> None:
 @pytest.mark.parametrize("path", [DEFAULT, PAPER], ids=["config", "paper"])
 def test_shipped_configs_validate(path: Path) -> None:
     cfg = load_config([path])
-    assert set(cfg) <= {"run", "corpus", "sampling", "demo", "families", "metrics", "decode"}
+    assert set(cfg) <= {
+        "run",
+        "corpus",
+        "sampling",
+        "demo",
+        "families",
+        "metrics",
+        "decode",
+        "best_of_n",
+        "verbatim",
+        "ridge",
+    }
     assert {"run", "corpus", "sampling", "families", "decode"} <= set(cfg)
     assert validate_config(cfg) == cfg  # idempotent: filled defaults are valid
 

@@ -640,9 +640,9 @@ def test_paper_shards():
 
 def test_default_shards():
     plan = plan_of("default")
-    assert plan.n_shards("eval") == 2
-    assert plan.n_shards("ridge") == 4
-    assert len(plan.all_activations()) == 2 * (2 + 4)
+    assert plan.n_shards("eval") == 1  # 80 documents, 80 per shard
+    assert plan.n_shards("ridge") == 2  # 160 documents
+    assert len(plan.all_activations()) == 2 * (1 + 2)
     assert plan.demo_styles() == ["gemma", "qwen"]
 
 

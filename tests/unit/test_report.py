@@ -500,10 +500,10 @@ def test_figure_ridge_scaling_lines_per_direction_and_kernel(results):
     assert list(lin.get_ydata()) == [0.05, 0.12, 0.2]
     assert list(rbf.get_xdata()) == [10.0, 1000.0]  # the null point is left out
     assert list(rbf.get_ydata()) == [0.0, 0.25]
-    assert lin.get_label() == "linear (match: 12345.600, extrapolated)"
+    assert lin.get_label() == "linear (match: n = 12,346, extrapolated)"
     assert list(text.get_ydata()) == [0.3, 0.3] and text.get_linestyle() == "--"
     # qwen -> gemma: no text route value, so the kernel's line only
-    assert [ln.get_label() for ln in q2g.lines] == ["linear (match: —, never)"]
+    assert [ln.get_label() for ln in q2g.lines] == ["linear (match: n = —, never)"]
 
 
 @pytest.mark.parametrize("name", R.FIGURES)

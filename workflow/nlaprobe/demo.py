@@ -174,6 +174,8 @@ def build_demo(style: str, out: Path, params: dict) -> Path:
                 s.seed,
                 128,
             )
+            failures = sum(r["explanation"] is None for r in written)
+            log.info("AV greedy tag failures on the AR-mix rows: %d of %d", failures, len(written))
             texts += [r["explanation"] if r["explanation"] is not None else "" for r in written]
             gold = np.concatenate([vectors, vectors[mix]])
         head, _ = T.train_ar(decoder_stack(ar), tokenizer, layer, AR_TEMPLATE, texts, gold, s)

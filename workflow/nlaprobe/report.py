@@ -143,6 +143,13 @@ def is_interval(x: Any) -> bool:
     return isinstance(x, dict) and "value" in x and "lo" in x and "hi" in x
 
 
+def _n_text(n) -> str:
+    """A training size for a legend: whole pairs (n* of an extrapolation rounded up), or —."""
+    if n is None or not math.isfinite(n):
+        return "—" if n is None else "∞"
+    return f"{math.ceil(n):,}"
+
+
 def fmt(x: Any) -> str:
     """Plain-text form of a table value (escape it before putting it in HTML)."""
     if x is None:
@@ -257,6 +264,22 @@ def _placeholder(name: str, source: str, reason: str | None = None) -> Figure:
     return fig
 
 
+def _panels(
+    title: str, entries: dict, width_each: float, height: float
+) -> tuple[Figure, list[tuple[Any, str, Any]]]:
+    """One panel per entry (side by side, at most 16 inches wide): the figure and (axes, key,
+    entry) triples; no entries give one panel titled `title` that says "no data"."""
+    if not entries:
+        fig = _new_figure(6, 3.5)
+        ax = fig.add_subplot()
+        ax.set_title(title)
+        _no_data(ax)
+        return fig, []
+    fig = _new_figure(min(width_each * len(entries), 16.0), height)
+    axes = fig.subplots(1, len(entries), squeeze=False)[0]
+    return fig, [(ax, k, v) for ax, (k, v) in zip(axes, entries.items(), strict=True)]
+
+
 def _no_data(ax, text: str = NO_DATA) -> None:
     ax.text(0.5, 0.5, _label(text), ha="center", va="center", transform=ax.transAxes, color="0.4")
 
@@ -366,15 +389,8 @@ def figure_best_of_n(results: dict[str, dict]) -> Figure:
         if res is None:
             return _placeholder("FVE vs N", "best_of_n")
         families = _d(_get(res, "data", "families"))
-        if not families:
-            fig = _new_figure(6, 3.5)
-            ax = fig.add_subplot()
-            ax.set_title("FVE vs N (E5)")
-            _no_data(ax)
-            return fig
-        fig = _new_figure(min(4.0 * len(families), 16.0), 3.6)
-        axes = fig.subplots(1, len(families), squeeze=False)[0]
-        for ax, (fam, entry) in zip(axes, families.items(), strict=True):
+        fig, panels = _panels("FVE vs N (E5)", families, 4.0, 3.6)
+        for ax, fam, entry in panels:
             ax.set_title(_label(f"{fam}: FVE vs N (E5)"))
             ax.set_xlabel("n (best of the first n samples)")
             ax.set_ylabel("fve_own")
@@ -470,15 +486,8 @@ def figure_ridge_scaling(results: dict[str, dict]) -> Figure:
         if res is None:
             return _placeholder("Ridge FVE vs n", "ridge_scaling")
         directions = _d(_get(res, "data", "directions"))
-        if not directions:
-            fig = _new_figure(6, 3.5)
-            ax = fig.add_subplot()
-            ax.set_title("Ridge FVE vs n (E8)")
-            _no_data(ax)
-            return fig
-        fig = _new_figure(min(4.8 * len(directions), 16.0), 3.8)
-        axes = fig.subplots(1, len(directions), squeeze=False)[0]
-        for ax, (key, entry) in zip(axes, directions.items(), strict=True):
+        fig, panels = _panels("Ridge FVE vs n (E8)", directions, 4.8, 3.8)
+        for ax, key, entry in panels:
             src, dst = _get(entry, "src"), _get(entry, "dst")
             name = f"{src} → {dst}" if src is not None and dst is not None else key
             ax.set_title(_label(f"{name}: ridge FVE vs n (E8)"))
@@ -493,7 +502,7 @@ def figure_ridge_scaling(results: dict[str, dict]) -> Figure:
                 cross = _d(_get(kernels, kernel, "crossover"))
                 label = kernel
                 if cross.get("status") is not None:
-                    label += f" (match: {fmt(cross.get('n_cross'))}, {cross['status']})"
+                    label += f" (match: n = {_n_text(cross.get('n_cross'))}, {cross['status']})"
                 drawn |= _curve(
                     ax,
                     [float(p["n"]) for p in curve],
