@@ -150,7 +150,8 @@ def test_dry_run_paper_needs_no_network(workdir):
     out = snakemake(workdir, "-n", "--configfile", "config/paper.yaml", env=proxies).stdout
     # eval 200/50 = 4 shards, ridge 4000/50 = 80; no demo builds; gemma has adjacent layers
     # 40/42 (6 decode conditions), qwen none (4); scores per eval shard: 4 transfer cells, 2x2
-    # bans, 2 sampled, 2 adjacent layers (gemma), 2x6 redaction variants = 24
+    # bans, 2 sampled, 2 adjacent layers (gemma), 2x6 redaction variants = 24; ridge: 2
+    # directions x 8 sizes
     assert job_counts(out) == {
         "corpus": 84,
         "extract": 168,
@@ -158,7 +159,7 @@ def test_dry_run_paper_needs_no_network(workdir):
         "decode": 40,
         "redact": 48,
         "score": 96,
-        "ridge": 12,
+        "ridge": 16,
         "stamp": 8,
         **dict.fromkeys(AGGREGATES, 1),
         "report": 1,
