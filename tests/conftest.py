@@ -86,3 +86,34 @@ def copy_dir(tmp_path):
         return dst
 
     return _copy
+
+
+HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    """A function (repo, files, commit) that puts `files` into an HF hub cache as snapshot
+    `commit` of `repo` (refs/main -> commit), and the cache in use, offline.
+
+    huggingface_hub reads HF_HUB_CACHE / HF_HUB_OFFLINE into `huggingface_hub.constants` at
+    import; both transformers 5 and huggingface_hub 2 look the constants up at call time, so
+    patching the constants (besides the environment, for subprocesses) is what takes effect."""
+    import huggingface_hub.constants as hub_constants
+
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+
+    def add(repo: str, files: Path, commit: str = HUB_COMMIT) -> Path:
+        repo_dir = cache / ("models--" + repo.replace("/", "--"))
+        shutil.copytree(files, repo_dir / "snapshots" / commit)
+        (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
+        (repo_dir / "refs" / "main").write_text(commit)
+        return cache
+
+    return add

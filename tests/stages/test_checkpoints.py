@@ -365,33 +365,11 @@ def test_local_directory_without_weights_is_a_checkpoint_error(qwen_family, copy
 # ----------------------------------------------------------------------------- hub cache
 
 
-def _hub_cache(root: Path, repo: str, files: Path, commit: str = COMMIT) -> Path:
-    """An HF hub cache holding `files` as snapshot `commit` of `repo`, with refs/main -> commit."""
-    repo_dir = root / ("models--" + repo.replace("/", "--"))
-    shutil.copytree(files, repo_dir / "snapshots" / commit)
-    (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
-    (repo_dir / "refs" / "main").write_text(commit)
-    return root
-
-
 @pytest.fixture
-def hub_cache(tmp_path, monkeypatch, qwen_family):
-    """A hub cache with tiny-org/nla-av and tiny-org/nla-ar, used offline.
-
-    huggingface_hub reads HF_HUB_CACHE / HF_HUB_OFFLINE into `huggingface_hub.constants` at
-    import; both transformers 5 and huggingface_hub 2 look the constants up at call time, so
-    patching the constants (besides the environment, for subprocesses) is what takes effect."""
-    import huggingface_hub.constants as hub_constants
-
-    cache = tmp_path / "hub"
-    _hub_cache(cache, "tiny-org/nla-av", qwen_family / "av")
-    _hub_cache(cache, "tiny-org/nla-ar", qwen_family / "ar")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
-    return cache
+def hub_cache(offline_hub, qwen_family):
+    """A hub cache with tiny-org/nla-av and tiny-org/nla-ar at COMMIT, used offline."""
+    offline_hub("tiny-org/nla-av", qwen_family / "av", COMMIT)
+    return offline_hub("tiny-org/nla-ar", qwen_family / "ar", COMMIT)
 
 
 @pytest.mark.parametrize("revision", [COMMIT, "main"])

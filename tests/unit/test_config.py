@@ -472,3 +472,24 @@ def test_unknown_top_level_key_does_not_hide_semantic_errors(cfg: dict[str, Any]
     cfg["extra"] = 1
     cfg["run"]["primary_family"] = "llama"
     _fails(cfg, "unknown key 'extra'", "key 'run.primary_family'")
+
+
+def test_demo_base_models_validate_and_lift_the_tiny_layer_bound() -> None:
+    cfg = load_config([DEFAULT])
+    cfg["demo"]["base_models"] = {"qwen": {"id": "Qwen/Qwen2.5-0.5B", "revision": "abc"}}
+    cfg["families"]["qwen"]["layer"] = 12  # beyond demo.num_layers: checked at build time
+    cfg["families"]["qwen"]["adjacent_layers"] = [11, 13]
+    out = validate_config(cfg)
+    assert out["demo"]["base_models"]["qwen"] == {
+        "id": "Qwen/Qwen2.5-0.5B",
+        "revision": "abc",
+        "dtype": "bfloat16",
+        "trust_remote_code": False,
+    }
+    cfg["families"]["gemma"]["layer"] = 12  # the gemma demo is still a tiny model
+    with pytest.raises(ConfigError, match=r"families.gemma.layer.*demo.num_layers"):
+        validate_config(cfg)
+    cfg["families"]["gemma"]["layer"] = 2
+    cfg["demo"]["base_models"]["llama"] = {"id": "x"}
+    with pytest.raises(ConfigError, match="llama"):
+        validate_config(cfg)

@@ -355,8 +355,10 @@ def _check_families(
                         f"an adjacent layer must differ from layer {layer}, got {adj}",
                     )
                 )
-        uses_demo = any("demo" in fam[role] for role in CHECKPOINT_ROLES)
-        if demo is not None and uses_demo:
+        styles = {fam[role]["demo"] for role in CHECKPOINT_ROLES if "demo" in fam[role]}
+        # a real base model's depth is checked when the demo build loads it
+        tiny = styles - set((demo or {}).get("base_models") or {})
+        if demo is not None and tiny:
             n = demo["num_layers"]
             if layer >= n:
                 problems.append(

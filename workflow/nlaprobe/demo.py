@@ -3,7 +3,9 @@ ships with Python.
 
 inputs -> outputs: a style (`qwen` | `gemma`) and the demo parameters (the `demo` config section,
 the family's layer K and the evaluation documents to hold out) -> `<out>/{base,av,ar}` in the
-release layout (nlaprobe.fixtures), trained by nlaprobe.train.
+release layout (nlaprobe.fixtures), trained by nlaprobe.train. With `base_models.<style>` (a
+checkpoint entry) the build starts from that real base model and its tokenizer instead of a tiny
+pretrained one (`load_real_base`).
 
 Invariants: deterministic for the same parameters and Python version on the CPU; the training
 never sees the held-out (evaluation) documents; the folder appears at its final name only when
@@ -69,6 +71,46 @@ def train_settings(params: dict):
     )
 
 
+def load_real_base(style: str, entry: dict, layer: int):
+    """(tokenizer, model) of a real base checkpoint for a demo build, checked: a text-only
+    causal LM deeper than `layer` whose tokenizer encodes the style's marker as one token."""
+    from nlaprobe.checkpoints import (
+        decoder_blocks,
+        get_text_config,
+        load_causal_lm,
+        load_tokenizer,
+        resolve_source,
+    )
+
+    src = resolve_source(entry, "base")
+    where = f"demo.base_models.{style} ({src.name})"
+    tokenizer = load_tokenizer(src)
+    model = load_causal_lm(src)
+    if getattr(model.config, "text_config", None) is not None:
+        raise ConfigError(
+            f"{where}: a multimodal checkpoint ({type(model).__name__}); give its text-only "
+            "causal LM instead"
+        )
+    n_blocks = len(decoder_blocks(model))
+    if not 0 <= layer < n_blocks:
+        raise ConfigError(f"{where}: layer {layer} out of range for {n_blocks} decoder blocks")
+    marker = marker_for(style)
+    ids = tokenizer(marker, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
+        raise ConfigError(
+            f"{where}: the {style} marker {marker!r} (U+{ord(marker):04X}) must encode to one "
+            f"token of this tokenizer, got ids {ids}"
+        )
+    log.info(
+        "demo %s: real base %s (d=%d, %d blocks)",
+        style,
+        src.name,
+        get_text_config(model.config).hidden_size,
+        n_blocks,
+    )
+    return tokenizer, model.float()
+
+
 def training_documents(held_out: list[list[int]] | None) -> list[Document]:
     """The built-in corpus minus the held-out absolute index ranges [start, stop)."""
     docs = [
@@ -101,11 +143,15 @@ def build_demo(style: str, out: Path, params: dict) -> Path:
     T.seed_all(s.seed)
     started = time.time()
     docs = training_documents(params.get("held_out"))
-    all_texts = [text for _topic, text in pydoc_documents()]
-    tokenizer = build_tokenizer(style, all_texts, sizes.vocab_size)
-    base = causal_lm(style, text_config(style, sizes, tokenizer))
-    if s.base_steps:
-        T.pretrain_base(base, tokenizer, [d.text for d in docs], s)
+    real = (params.get("base_models") or {}).get(style)
+    if real:
+        tokenizer, base = load_real_base(style, real, layer)
+    else:
+        all_texts = [text for _topic, text in pydoc_documents()]
+        tokenizer = build_tokenizer(style, all_texts, sizes.vocab_size)
+        base = causal_lm(style, text_config(style, sizes, tokenizer))
+        if s.base_steps:
+            T.pretrain_base(base, tokenizer, [d.text for d in docs], s)
     base.eval()
 
     rows = extract(
@@ -190,7 +236,8 @@ def build_demo(style: str, out: Path, params: dict) -> Path:
         head=head,
         layer=layer,
         injection_scale=scale,
-        base_model_name=f"nlaprobe-demo-{style}",
+        multimodal_base=None if not real else False,
+        base_model_name=real.get("id") or real.get("path") if real else f"nlaprobe-demo-{style}",
     )
     log.info("demo %s family built in %.0f s", style, time.time() - started)
     return out

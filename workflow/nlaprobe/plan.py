@@ -101,7 +101,13 @@ def demo_params(cfg: dict, style: str) -> dict:
     if corpus.get("source") == "builtin":
         ev = corpus["splits"]["eval"]
         held_out = [[ev["start"], ev["stop"]]]
-    return {**cfg.get("demo", {}), "layer": demo_layer(cfg, style), "held_out": held_out}
+    demo = dict(cfg.get("demo", {}))
+    # only this style's real base model (if any) is part of its build
+    real = (demo.pop("base_models", None) or {}).get(style)
+    out = {**demo, "layer": demo_layer(cfg, style), "held_out": held_out}
+    if real:
+        out["base_models"] = {style: real}
+    return out
 
 
 def demo_spec(cfg: dict, style: str) -> dict:
