@@ -4,7 +4,6 @@ SPEC §4.5 failing with an error that names the field and both values."""
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 
 import pytest

@@ -50,6 +50,7 @@ def base_dir(qwen_family) -> Path:
 def check_family(out: Path, base_dir: Path, name: str) -> None:
     av = load_av(resolve_source({"path": str(out / "av"), "dtype": "float32"}, "av"))
     ar = load_ar(resolve_source({"path": str(out / "ar"), "dtype": "float32"}, "ar"))
+
     def vocab(path: Path) -> tuple:
         tok = json.loads((path / "tokenizer.json").read_text())
         return tok["model"]["vocab"], tok["added_tokens"]
