@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from nlaprobe import report as R
 from nlaprobe.errors import DataError
+from nlaprobe.spans import REDACTION_VARIANTS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 IMG = '<img src="data:image/png;base64,'
@@ -166,15 +167,7 @@ def verbatim() -> dict:
     }
 
 
-VARIANTS = [
-    "full",
-    "prose_only",
-    "spans_empty",
-    "spans_ellipsis",
-    "spans_redacted",
-    "spans_only_marked",
-    "spans_only_bare",
-]
+VARIANTS = list(REDACTION_VARIANTS)
 
 
 def redaction() -> dict:

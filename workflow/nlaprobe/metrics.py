@@ -121,13 +121,16 @@ def _vector(x: ArrayLike, name: str, *, allow_empty: bool = False) -> np.ndarray
     return a
 
 
-def _row_norms(a: np.ndarray, name: str) -> np.ndarray:
-    norms = np.linalg.norm(a, axis=1)
+def row_norms(a: np.ndarray, name: str) -> np.ndarray:
+    """Euclidean norms of the rows of a float64 [n, d] array; a zero row (no direction) or one
+    whose norm overflows is a ValueError naming the row."""
+    with np.errstate(over="ignore"):
+        norms = np.linalg.norm(a, axis=1)
     zero = np.nonzero(norms == 0)[0]
     if zero.size:
         raise ValueError(
             f"{name} row {zero[0]} is a zero vector ({zero.size} zero row(s) in all); "
-            "its direction (v_nrm, cos) is undefined"
+            "its direction is undefined"
         )
     huge = np.nonzero(~np.isfinite(norms))[0]
     if huge.size:
@@ -183,14 +186,14 @@ def _out(rows: np.ndarray, single: bool) -> np.ndarray | float:
 def v_nrm(v: ArrayLike) -> np.ndarray:
     """Each row (or the single vector) rescaled to norm √d: v / ||v|| * √d. Shape preserved."""
     a, single = _matrix(v, "v")
-    out = a / _row_norms(a, "v")[:, None] * math.sqrt(a.shape[1])
+    out = a / row_norms(a, "v")[:, None] * math.sqrt(a.shape[1])
     return out[0] if single else out
 
 
 def _cos(a: np.ndarray, b: np.ndarray, aname: str, bname: str) -> np.ndarray:
     dots = np.einsum("ij,ij->i", a, b)
     # Rounding can push |cos| a hair above 1; clip so that 2(1 - cos) >= 0 and half_cos in [0, 1].
-    return np.clip(dots / (_row_norms(a, aname) * _row_norms(b, bname)), -1.0, 1.0)
+    return np.clip(dots / (row_norms(a, aname) * row_norms(b, bname)), -1.0, 1.0)
 
 
 def cos_rows(p: ArrayLike, g: ArrayLike) -> np.ndarray | float:
@@ -203,8 +206,8 @@ def nmse_rows(p: ArrayLike, g: ArrayLike) -> np.ndarray | float:
     """Row-wise nmse = mean_j (p_nrm - g_nrm)^2 (= 2(1 - cos)); [n, d] -> [n], [d] -> float."""
     a, b, single = _pair(p, g, "p", "g")
     root_d = math.sqrt(a.shape[1])
-    pn = a / _row_norms(a, "p")[:, None] * root_d
-    gn = b / _row_norms(b, "g")[:, None] * root_d
+    pn = a / row_norms(a, "p")[:, None] * root_d
+    gn = b / row_norms(b, "g")[:, None] * root_d
     return _out(((pn - gn) ** 2).mean(axis=1), single)
 
 
@@ -212,7 +215,7 @@ def population_var(g: ArrayLike) -> float:
     """Var(v_nrm(g)) = mean over rows and dims of (g_nrm - mu)^2, mu the column mean of g_nrm
     (population variance, denominator n*d); equals 1 - ||mu||^2/d."""
     a, _ = _matrix(g, "g", allow_1d=False)
-    gn = a / _row_norms(a, "g")[:, None] * math.sqrt(a.shape[1])
+    gn = a / row_norms(a, "g")[:, None] * math.sqrt(a.shape[1])
     return float(((gn - gn.mean(axis=0)) ** 2).mean())
 
 
@@ -283,7 +286,7 @@ def anisotropy(pool: ArrayLike, *, unit: bool = False) -> float:
     scale-free value in [0, 1] comparable across backbones."""
     a, _ = _matrix(pool, "pool", allow_1d=False)
     if unit:
-        a = a / _row_norms(a, "pool")[:, None]
+        a = a / row_norms(a, "pool")[:, None]
     return float(np.linalg.norm(a.mean(axis=0)))
 
 
@@ -529,8 +532,8 @@ def summarize(
     n, d = p.shape
 
     root_d = math.sqrt(d)
-    pn = p / _row_norms(p, "pred")[:, None] * root_d
-    gn = g / _row_norms(g, "gold")[:, None] * root_d
+    pn = p / row_norms(p, "pred")[:, None] * root_d
+    gn = g / row_norms(g, "gold")[:, None] * root_d
     nmse = ((pn - gn) ** 2).mean(axis=1)
     cos = np.clip(np.einsum("ij,ij->i", pn, gn) / d, -1.0, 1.0)
     var_own = float(((gn - gn.mean(axis=0)) ** 2).mean())

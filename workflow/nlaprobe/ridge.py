@@ -62,6 +62,8 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
+from nlaprobe.metrics import row_norms
+
 log = logging.getLogger(__name__)
 
 KERNELS = ("linear", "rbf")
@@ -142,18 +144,7 @@ def unit_rows(x: ArrayLike, *, name: str = "x") -> np.ndarray:
     """Every row of the [n, d] matrix `x` divided by its Euclidean norm (float64).
     A zero row (no direction) or a non-finite one is a ValueError naming the row."""
     a = _matrix(x, name)
-    with np.errstate(over="ignore"):
-        norms = np.linalg.norm(a, axis=1)
-    zero = np.nonzero(norms == 0)[0]
-    if zero.size:
-        raise ValueError(
-            f"{name} row {zero[0]} is a zero vector ({zero.size} zero row(s) in all); "
-            "its direction is undefined"
-        )
-    huge = np.nonzero(~np.isfinite(norms))[0]
-    if huge.size:
-        raise ValueError(f"{name} row {huge[0]} has a norm too large for float64")
-    return a / norms[:, None]
+    return a / row_norms(a, name)[:, None]
 
 
 def _check_kernel(kernel: Any, gamma: Any) -> float | None:
