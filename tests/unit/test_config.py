@@ -480,11 +480,9 @@ def test_demo_base_models_validate_and_lift_the_tiny_layer_bound() -> None:
     cfg["families"]["qwen"]["layer"] = 12  # beyond demo.num_layers: checked at build time
     cfg["families"]["qwen"]["adjacent_layers"] = [11, 13]
     out = validate_config(cfg)
-    assert out["demo"]["base_models"]["qwen"] == {
-        "id": "Qwen/Qwen2.5-0.5B",
-        "revision": "abc",
-        "dtype": "bfloat16",
-        "trust_remote_code": False,
+    assert out["demo"]["base_models"] == {
+        "qwen": {"id": "Qwen/Qwen2.5-0.5B", "revision": "abc"},
+        "gemma": None,  # the default: a tiny model
     }
     cfg["families"]["gemma"]["layer"] = 12  # the gemma demo is still a tiny model
     with pytest.raises(ConfigError, match=r"families.gemma.layer.*demo.num_layers"):
@@ -492,4 +490,8 @@ def test_demo_base_models_validate_and_lift_the_tiny_layer_bound() -> None:
     cfg["families"]["gemma"]["layer"] = 2
     cfg["demo"]["base_models"]["llama"] = {"id": "x"}
     with pytest.raises(ConfigError, match="llama"):
+        validate_config(cfg)
+    del cfg["demo"]["base_models"]["llama"]
+    cfg["demo"]["base_models"]["qwen"] = {"id": "x", "dtype": "float8"}
+    with pytest.raises(ConfigError, match="demo.base_models.qwen"):
         validate_config(cfg)

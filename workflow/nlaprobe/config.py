@@ -357,7 +357,8 @@ def _check_families(
                 )
         styles = {fam[role]["demo"] for role in CHECKPOINT_ROLES if "demo" in fam[role]}
         # a real base model's depth is checked when the demo build loads it
-        tiny = styles - set((demo or {}).get("base_models") or {})
+        real = {k for k, v in ((demo or {}).get("base_models") or {}).items() if v}
+        tiny = styles - real
         if demo is not None and tiny:
             n = demo["num_layers"]
             if layer >= n:
