@@ -236,8 +236,9 @@ def build_demo(style: str, out: Path, params: dict) -> Path:
         head=head,
         layer=layer,
         injection_scale=scale,
-        multimodal_base=None if not real else False,
-        base_model_name=real.get("id") or real.get("path") if real else f"nlaprobe-demo-{style}",
+        # a real base is saved as it was loaded (text-only); a tiny Gemma base gets the wrapper
+        multimodal_base=False if real else None,
+        base_model_name=(real.get("id") or real.get("path")) if real else f"nlaprobe-demo-{style}",
     )
     log.info("demo %s family built in %.0f s", style, time.time() - started)
     return out

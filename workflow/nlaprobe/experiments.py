@@ -194,9 +194,13 @@ def verbatim(spec: dict) -> dict:
     for fam, sets in _families_of(spec, "sets").items():
         fam_out: dict = {}
         base_runs: dict[tuple, int] = {}
+        contexts_of: dict[tuple, list[list]] = {}  # every set of a family reads the same shards
         for cond in sorted(sets, key=lambda c: c != "greedy"):
             files = sets[cond]
-            contexts = read_column(files["acts"], C.COL_DETOK)
+            acts = tuple(files["acts"])
+            if acts not in contexts_of:
+                contexts_of[acts] = read_column(acts, C.COL_DETOK)
+            contexts = contexts_of[acts]
             keys, expl, ctx, docs = [], [], [], []
             for sh, path in enumerate(files["decodes"]):
                 t = read_table(path, ["row", "sample", "doc_id", "explanation"])

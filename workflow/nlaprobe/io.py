@@ -60,15 +60,22 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """Parse a JSON file; a missing or invalid file raises DataError naming it."""
+def _read_parsed(path: str | os.PathLike, parse, errors: tuple, kind: str) -> Any:
+    """parse(text of path); a missing, unreadable or unparsable file raises DataError naming it."""
     p = Path(path)
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        return parse(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(f"{p}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{p}: not valid JSON ({e})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{p}: not readable ({e})") from None
+    except errors as e:
+        raise DataError(f"{p}: not valid {kind} ({e})") from None
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file; a missing or invalid file raises DataError naming it."""
+    return _read_parsed(path, json.loads, (json.JSONDecodeError,), "JSON")
 
 
 def write_yaml(path: str | os.PathLike, obj: Any) -> None:
@@ -76,13 +83,8 @@ def write_yaml(path: str | os.PathLike, obj: Any) -> None:
 
 
 def read_yaml(path: str | os.PathLike) -> Any:
-    p = Path(path)
-    try:
-        return yaml.safe_load(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{p}: file not found") from None
-    except yaml.YAMLError as e:
-        raise DataError(f"{p}: not valid YAML ({e})") from None
+    """Parse a YAML file (safe loader); a missing or invalid file raises DataError naming it."""
+    return _read_parsed(path, yaml.safe_load, (yaml.YAMLError,), "YAML")
 
 
 def write_table(path: str | os.PathLike, table: pa.Table) -> None:

@@ -28,6 +28,7 @@ from nlaprobe import constants as C
 from nlaprobe.config import primary_family
 from nlaprobe.corpus import n_shards
 from nlaprobe.errors import ConfigError
+from nlaprobe.scaling import log_spaced_sizes
 from nlaprobe.spans import REDACTION_VARIANTS
 
 RESULTS = "results"
@@ -332,6 +333,13 @@ class Plan:
     def redacted_shard(self, fam: str, variant: str, shard: str) -> str:
         return f"{RESULTS}/redacted/av-{self.decode_tag(fam)}/{variant}/shard-{shard}.parquet"
 
+    def explanation_shard(self, fam: str, cond: str, variant: str, shard: str) -> str:
+        """The shard whose explanations the AR reads for (cond, variant): the decode shard as
+        it is, or its redaction (greedy decodes only)."""
+        if variant == "full":
+            return self.decode_shard(fam, cond, shard)
+        return self.redacted_shard(fam, variant, shard)
+
     def redact_job(self, avtag: str, variant: str, shard: str) -> dict:
         fam = self.family_for_decode_tag(avtag)
         if variant not in VARIANTS or variant == "full":
@@ -366,14 +374,9 @@ class Plan:
             raise ConfigError(
                 f"AR-input variant {variant!r} edits greedy decodes only, not condition {cond!r}"
             )
-        decodes = (
-            self.decode_shard(av, cond, shard)
-            if variant == "full"
-            else self.redacted_shard(av, variant, shard)
-        )
         return {
             "inputs": {
-                "decodes": decodes,
+                "decodes": self.explanation_shard(av, cond, variant, shard),
                 "gold": self.activation_shard(ar, "eval", shard),
                 "model": self.checkpoint_inputs(ar, "ar"),
             },
@@ -411,12 +414,7 @@ class Plan:
             "gold": [self.activation_shard(ar, "eval", s) for s in shards],
         }
         if decodes:
-            cell["decodes"] = [
-                self.decode_shard(av, cond, s)
-                if variant == "full"
-                else self.redacted_shard(av, variant, s)
-                for s in shards
-            ]
+            cell["decodes"] = [self.explanation_shard(av, cond, variant, s) for s in shards]
         if acts:
             cell["acts"] = [self.activation_shard(av, "eval", s) for s in shards]
         return cell
@@ -513,8 +511,11 @@ class Plan:
                     "src": a,
                     "dst": b,
                     "runs": [
-                        {"n": n, "json": self.ridge_file(a, b, n, "json")}
-                        | {"npz": self.ridge_file(a, b, n, "npz")}
+                        {
+                            "n": n,
+                            "json": self.ridge_file(a, b, n, "json"),
+                            "npz": self.ridge_file(a, b, n, "npz"),
+                        }
                         for n in self.ridge_sizes()
                     ],
                     "gold": [self.activation_shard(b, "eval", s) for s in self.shards("eval")],
@@ -576,8 +577,6 @@ class Plan:
         return (r["stop"] - r["start"]) * self.cfg["sampling"]["positions_per_doc"]
 
     def ridge_sizes(self) -> list[int]:
-        from nlaprobe.ridge import log_spaced_sizes
-
         r = self.cfg["ridge"]
         return log_spaced_sizes(self.ridge_pairs_bound(), r["n_points"], r["n_min"])
 

@@ -44,7 +44,7 @@ from matplotlib.patches import Patch
 
 from nlaprobe import constants as C
 from nlaprobe.errors import DataError
-from nlaprobe.io import atomic_path, write_text
+from nlaprobe.io import atomic_path, read_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -112,14 +112,7 @@ def load_results(paths: Sequence[str]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for p in paths:
         path = Path(p)
-        try:
-            obj = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise DataError(f"{path}: results file not found") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise DataError(f"{path}: results file not readable ({e})") from None
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: not valid JSON ({e})") from None
+        obj = read_json(path)
         if not (
             isinstance(obj, dict)
             and isinstance(obj.get("meta"), dict)

@@ -75,23 +75,31 @@ class RidgeParams:
         return out
 
 
+def read_vectors(paths: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """The primary-layer vectors and doc ids of activation shards, concatenated in order."""
+    vecs, docs = [], []
+    for p in paths:
+        t = read_table(p, [C.COL_DOC_ID, C.COL_VECTOR])
+        vecs.append(vectors_from_column(t, C.COL_VECTOR, where=str(p)))
+        docs += t.column(C.COL_DOC_ID).to_pylist()
+    return np.concatenate(vecs), docs
+
+
 def read_pairs(src: Sequence[str], dst: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Aligned (src, dst) vectors of shards listed in the same order, and the doc ids."""
     if len(src) != len(dst):
         raise DataError(f"{len(src)} source shards but {len(dst)} destination shards")
     xs, ys, docs = [], [], []
     for ps, pd in zip(src, dst, strict=True):
-        ts = read_table(ps, [C.COL_DOC_ID, C.COL_VECTOR])
-        td = read_table(pd, [C.COL_DOC_ID, C.COL_VECTOR])
-        ids_s = ts.column(C.COL_DOC_ID).to_pylist()
-        ids_d = td.column(C.COL_DOC_ID).to_pylist()
+        x, ids_s = read_vectors([ps])
+        y, ids_d = read_vectors([pd])
         if ids_s != ids_d:
             raise DataError(
                 f"{ps} and {pd} are not aligned row for row (doc_ids differ); ridge pairs need "
                 "the two families' activation shards of the same positions"
             )
-        xs.append(vectors_from_column(ts, C.COL_VECTOR, where=ps))
-        ys.append(vectors_from_column(td, C.COL_VECTOR, where=pd))
+        xs.append(x)
+        ys.append(y)
         docs += ids_s
     if not docs:
         raise DataError(f"no pairs in {list(src)}")
@@ -187,8 +195,7 @@ def ridge_scaling(spec: dict) -> dict:
     text = read_json(spec["text_route"])["data"] if spec.get("directions") else {}
     out: dict = {"kernels": spec["settings"]["kernels"], "directions": {}}
     for key, d in spec["directions"].items():
-        gold, docs = _gold(d["gold"])
-        var = M.population_var(gold)
+        gold, docs = read_vectors(d["gold"])
         route = (text.get("cells", {}).get(f"{d['src']}__{d['dst']}") or {}).get("fve_own") or {}
         target = route.get("value")
         kernels: dict = {}
@@ -220,7 +227,7 @@ def ridge_scaling(spec: dict) -> dict:
                         "fve_own": s["fve_own"],
                         "nmse_mean": s["nmse_mean"],
                         "cos_mean": s["cos_mean"],
-                        "var_own": var,
+                        "var_own": s["var_own"],
                     }
                 )
             # requested sizes above the pairs that exist collapse onto one fit: keep one point per n
@@ -240,12 +247,3 @@ def ridge_scaling(spec: dict) -> dict:
             "kernels": kernels,
         }
     return out
-
-
-def _gold(paths: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-    vecs, docs = [], []
-    for p in paths:
-        t = read_table(p, [C.COL_DOC_ID, C.COL_VECTOR])
-        vecs.append(vectors_from_column(t, C.COL_VECTOR, where=p))
-        docs += t.column(C.COL_DOC_ID).to_pylist()
-    return np.concatenate(vecs), docs
