@@ -5,16 +5,18 @@ import sys
 
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
 
-from nlaprobe.config import deep_merge, load_config, validate_config
+from nlaprobe.config import workflow_config
 from nlaprobe.plan import AGGREGATES, Plan, to_json
 from nlaprobe.constants import FIGURES
 
-# `--configfile X.yaml` replaces the embedded default; `--config k=v` alone refines it.
-if "families" not in config:
-    _merged = deep_merge(load_config([os.path.join(workflow.basedir, "config/config.yaml")]), config)
-    config.clear()
-    config.update(_merged)
-_validated = validate_config(config, source="snakemake config")
+# `--configfile X.yaml` replaces the embedded default; `--config k=v` refines whichever config
+# is in use (told apart by what Snakemake was given, not by the keys present). Validated, with
+# floating hub revisions refused unless run.allow_floating_revisions (see `nlaprobe pin`).
+_validated = workflow_config(
+    os.path.join(workflow.basedir, "config/config.yaml"),
+    workflow.config_settings.configfiles,
+    workflow.config_settings.config,
+)
 config.clear()
 config.update(_validated)
 P = Plan(config)

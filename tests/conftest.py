@@ -109,11 +109,10 @@ def offline_hub(tmp_path, monkeypatch):
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
 
-    def add(repo: str, files: Path, commit: str = HUB_COMMIT) -> Path:
-        repo_dir = cache / ("models--" + repo.replace("/", "--"))
-        shutil.copytree(files, repo_dir / "snapshots" / commit)
-        (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
-        (repo_dir / "refs" / "main").write_text(commit)
+    def add(repo: str, files: Path, commit: str = HUB_COMMIT, repo_type: str = "model") -> Path:
+        from nlaprobe.fixtures import add_to_hub_cache
+
+        add_to_hub_cache(cache, repo, files, commit, repo_type=repo_type)
         return cache
 
     return add

@@ -409,3 +409,34 @@ def test_repo_not_in_cache(hub_cache):
 def test_invalid_repo_id(hub_cache):
     with pytest.raises(CheckpointError, match="not a repo"):
         load_av(resolve_source({"id": "not a repo!!"}, "av"))
+
+
+@pytest.mark.parametrize("revision", [COMMIT, "main"])
+def test_loaded_commit_is_recorded(hub_cache, revision):
+    """Provenance names the snapshot actually read: the commit `main` resolved to, or the pin."""
+    av = load_av(resolve_source({"id": "tiny-org/nla-av", "revision": revision}, "av"))
+    assert av.source.commit == COMMIT and av.source.hub_id == "tiny-org/nla-av"
+    assert av.source.describe() == {
+        "name": "tiny-org/nla-av",
+        "revision": revision,
+        "commit": COMMIT,
+        "dtype": "torch.bfloat16",
+    }
+    ar = load_ar(resolve_source({"id": "tiny-org/nla-ar", "revision": revision}, "ar"))
+    assert ar.source.commit == COMMIT
+
+
+def test_pinned_commit_mismatch_is_an_error(hub_cache, monkeypatch):
+    """A pinned revision whose cache lookup yields another snapshot is refused."""
+    import nlaprobe.checkpoints as ck
+
+    served = hub_cache / "models--tiny-org--nla-av" / "snapshots" / COMMIT
+    monkeypatch.setattr(ck, "local_dir", lambda src: served)
+    with pytest.raises(CheckpointError) as info:
+        load_av(resolve_source({"id": "tiny-org/nla-av", "revision": OTHER_COMMIT}, "av"))
+    assert f"pinned to revision {OTHER_COMMIT}" in str(info.value) and COMMIT in str(info.value)
+
+
+def test_local_checkpoint_has_no_commit(qwen_family):
+    av = load_av(src(qwen_family / "av"))
+    assert av.source.commit is None and av.source.describe()["name"] == str(qwen_family / "av")

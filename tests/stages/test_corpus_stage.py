@@ -307,3 +307,81 @@ def test_read_corpus_shard_rejects_corrupt_and_incomplete(tmp_path):
         C.read_corpus_shard(partial)
     with pytest.raises(DataError, match="not found"):
         C.read_corpus_shard(tmp_path / "missing.parquet")
+
+
+# --- hf source by hub id, offline, from the hub cache -----------------------------------------
+
+HUB_DATASET = "tiny-org/web-corpus"
+DS_COMMIT = "c0ffee" + "0" * 34
+
+
+@pytest.fixture
+def hub_dataset(offline_hub, tmp_path) -> Path:
+    """A dataset repo in the hub cache: README `configs:` define split `en` over
+    data/web_en/* (column `content`) and `zh` over data/web_zh/*, as Ultra-FineWeb's do."""
+    import huggingface_hub.constants as hub_constants
+
+    repo = tmp_path / "repo"
+    (repo / "data" / "web_en").mkdir(parents=True)
+    (repo / "data" / "web_zh").mkdir(parents=True)
+    for part, (lo, hi) in enumerate([(0, 20), (20, N_DOCS)]):
+        table = pa.table(
+            {"content": [doc_text(i) for i in range(lo, hi)], "score": [1.0] * (hi - lo)}
+        )
+        pq.write_table(table, repo / "data" / "web_en" / f"part-{part:05d}.parquet")
+    pq.write_table(
+        pa.table({"content": ["文"], "score": [1.0]}), repo / "data" / "web_zh" / "p.parquet"
+    )
+    (repo / "README.md").write_text(
+        "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: en\n"
+        "    path: data/web_en/*\n  - split: zh\n    path: data/web_zh/*\n---\n"
+    )
+    offline_hub(HUB_DATASET, repo, DS_COMMIT, repo_type="dataset")
+    return Path(hub_constants.HF_HUB_CACHE)
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["map-style", "streaming"])
+@pytest.mark.parametrize("revision", ["main", DS_COMMIT])
+def test_hf_hub_id_offline_from_the_hub_cache(
+    hub_dataset, cache_dir, tmp_path, streaming, revision
+):
+    corpus = cfg(
+        dataset=HUB_DATASET,
+        revision=revision,
+        dataset_split="en",
+        text_field="content",
+        streaming=streaming,
+    )
+    out = tmp_path / "shard.parquet"
+    assert C.build_corpus_shard(corpus, "eval", 1, out, cache_dir=cache_dir) == 3
+    docs = C.read_corpus_shard(out)
+    assert [d.doc_id for d in docs] == [f"{HUB_DATASET}:en:{i}" for i in (9, 10, 11)]
+    assert [d.text for d in docs] == [doc_text(i) for i in (9, 10, 11)]
+    prov = json.loads(pq.read_schema(out).metadata[C.PROVENANCE_KEY])
+    assert prov["commit"] == DS_COMMIT and prov["revision"] == revision
+
+
+def test_hf_hub_id_offline_wrong_column_or_missing_pin(hub_dataset, cache_dir, tmp_path):
+    with pytest.raises(DataError, match="no text field 'text'.*content"):
+        C.load_documents(cfg(dataset=HUB_DATASET, dataset_split="en"), 0, 3, cache_dir=cache_dir)
+    absent = "d" * 40
+    with pytest.raises(DataError, match=f"{HUB_DATASET}.*{absent}.*not in the local hub cache"):
+        C.load_documents(
+            cfg(dataset=HUB_DATASET, dataset_split="en", text_field="content", revision=absent),
+            0,
+            3,
+            cache_dir=cache_dir,
+        )
+
+
+def test_hf_hub_id_pinned_commit_mismatch(hub_dataset, monkeypatch, tmp_path):
+    import huggingface_hub
+
+    other = "e" * 40
+    served = hub_dataset / "datasets--tiny-org--web-corpus" / "snapshots" / DS_COMMIT
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: str(served))
+    corpus = cfg(dataset=HUB_DATASET, dataset_split="en", text_field="content", revision=other)
+    with pytest.raises(
+        DataError, match=f"pinned to {other} but the cache holds snapshot {DS_COMMIT}"
+    ):
+        C.load_documents(corpus, 0, 3)

@@ -181,7 +181,12 @@ def test_minimal_config_gets_every_section() -> None:
             }
         }
     )
-    assert out["run"] == {"seed": 42, "device": "auto", "primary_family": None}
+    assert out["run"] == {
+        "seed": 42,
+        "device": "auto",
+        "primary_family": None,
+        "allow_floating_revisions": False,
+    }
     assert out["corpus"]["splits"]["eval"] == {"start": 0, "stop": 80}
     assert out["families"]["llama"]["adjacent_layers"] == []
     assert out["families"]["llama"]["base"]["dtype"] == "bfloat16"

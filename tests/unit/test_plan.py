@@ -762,3 +762,23 @@ def test_ridge_settings_move_only_the_ridge_tag(name):
 
     after = plan_of(name, swap)
     assert changed(before, after) == {"ridge"}
+
+
+def test_scale_summary_of_the_paper_config():
+    """What `nlaprobe plan config/paper.yaml` prints: 200 eval documents x 5 positions = 1,000
+    rows; 4,000 ridge documents x 5 = 20,000 pairs (upper bounds). Decodes: gemma greedy,
+    ban_dq, ban_dq_sq, greedy_L40, greedy_L42 (5 x 1,000) + sample_t1 (10 x 1,000) = 15,000;
+    qwen 3 x 1,000 + 10,000 = 13,000. AR scorings of the gemma AR: its 15,000 decodes + 6
+    redaction variants x 1,000 + qwen's greedy 1,000 = 22,000; qwen: 13,000 + 6,000 + 1,000."""
+    from nlaprobe.plan import scale_summary
+
+    s = scale_summary(load_config([PAPER]))
+    assert s["documents"] == {"eval": 200, "ridge": 4000}
+    assert s["activation_rows_max"] == {"eval": 1000, "ridge": 20000}
+    assert s["ridge_pairs_max"] == 20000 and s["ridge_sizes"][-1] == 20000
+    assert s["ridge_fits"] == 2 * 8 and s["shards"] == {"eval": 4, "ridge": 80}
+    assert s["families"]["gemma"]["decoded_sequences"] == 15000
+    assert s["families"]["qwen"]["decoded_sequences"] == 13000
+    assert s["generated_tokens_max"] == 28000 * 200
+    assert s["families"]["gemma"]["ar_scorings"] == 22000
+    assert s["ar_scorings"] == 22000 + 20000

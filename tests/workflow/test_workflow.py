@@ -25,7 +25,7 @@ import pytest
 import yaml
 from workflow_common import copy_workflow, reduced_config
 
-from nlaprobe.config import validate_config
+from nlaprobe.config import read_config_file, validate_config
 from nlaprobe.constants import FIGURES
 from nlaprobe.plan import AGGREGATES, CONDITIONS, SPLITS, VARIANTS, Plan
 
@@ -143,11 +143,34 @@ def test_dry_run_of_the_transfer_matrix_alone(workdir):
     assert {job["cond"] for job in planned_wildcards(out, "decode")} == {"greedy"}
 
 
+def pinned_paper(workdir: Path) -> str:
+    """config/paper.yaml with every hub revision pinned to a (made-up) commit sha, by the same
+    text edit `nlaprobe pin` makes; planning never resolves it."""
+    from nlaprobe.config import floating_revisions, load_config
+    from nlaprobe.pin import pin_text
+
+    paper = workdir / "config" / "paper.yaml"
+    floating = floating_revisions(load_config([paper]))
+    pins = {key: (rev, f"{i:040x}") for i, (key, _repo, _kind, rev) in enumerate(floating)}
+    (workdir / "config" / "paper.pinned.yaml").write_text(
+        pin_text(paper.read_text(), pins, source=str(paper))
+    )
+    return "config/paper.pinned.yaml"
+
+
+def test_dry_run_paper_refuses_floating_revisions(workdir):
+    proc = snakemake(workdir, "-n", "--configfile", "config/paper.yaml", check=False)
+    assert proc.returncode != 0
+    assert "key 'families.gemma.av.revision': revision 'main'" in proc.stdout
+    assert "key 'corpus.revision': revision 'main' of openbmb/Ultra-FineWeb" in proc.stdout
+    assert "nlaprobe pin config/paper.yaml --out config/paper.pinned.yaml" in proc.stdout
+
+
 def test_dry_run_paper_needs_no_network(workdir):
     # Planning resolves no hub id and loads no dataset: a dead proxy would make any request fail.
     dead = "http://127.0.0.1:9"
     proxies = {k: dead for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
-    out = snakemake(workdir, "-n", "--configfile", "config/paper.yaml", env=proxies).stdout
+    out = snakemake(workdir, "-n", "--configfile", pinned_paper(workdir), env=proxies).stdout
     # eval 200/50 = 4 shards, ridge 4000/50 = 80; no demo builds; gemma has adjacent layers
     # 40/42 (6 decode conditions), qwen none (4); scores per eval shard: 4 transfer cells, 2x2
     # bans, 2 sampled, 2 adjacent layers (gemma), 2x6 redaction variants = 24; ridge: 2
@@ -165,10 +188,17 @@ def test_dry_run_paper_needs_no_network(workdir):
         "report": 1,
         "all": 1,
     }
+    # 1,000 eval rows (200 documents x 5 positions) and up to 20,000 ridge pairs, the largest
+    # ridge size planned
+    jobs = planned_wildcards(out, "ridge")
+    assert max(int(job["n"]) for job in jobs) == 20000
+    cfg = Plan(validate_config(read_config_file(workdir / "config" / "paper.pinned.yaml")))
+    assert cfg.ridge_pairs_bound() == 20000
+    assert sum(1 for _ in cfg.shards("eval")) * 50 * 5 == 1000
 
 
 def test_lint(workdir):
-    for extra in ([], ["--configfile", "config/paper.yaml"]):
+    for extra in ([], ["--configfile", pinned_paper(workdir)]):
         proc = snakemake(workdir, "--lint", *extra, check=False)
         assert proc.returncode == 0, proc.stdout
 

@@ -20,13 +20,14 @@ import logging
 import math
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from nlaprobe import constants as C
+from nlaprobe.config import is_commit
 from nlaprobe.errors import CheckpointError, SidecarError
 from nlaprobe.io import read_yaml
 
@@ -345,6 +346,18 @@ class Source:
     local: bool
     dtype: torch.dtype
     trust_remote_code: bool
+    hub_id: str | None = None  # a hub id resolved to its snapshot folder: the id (name: folder)
+    commit: str | None = None  # ... and the commit sha of that snapshot
+
+    def describe(self) -> dict:
+        """What was loaded, for provenance: name (hub id or path), configured revision, the
+        commit sha of the snapshot read (hub ids) and the dtype."""
+        return {
+            "name": self.hub_id or self.name,
+            "revision": self.revision,
+            "commit": self.commit,
+            "dtype": str(self.dtype),
+        }
 
 
 def resolve_source(entry: dict, role: str, demo_root: str | os.PathLike | None = None) -> Source:
@@ -404,9 +417,35 @@ def local_dir(src: Source) -> Path:
             snapshot_download(
                 src.name,
                 revision=src.revision,
-                allow_patterns=["*.json", "*.yaml", "*.safetensors", "*.txt", "*.model", "*.jinja"],
+                allow_patterns=[
+                    "*.json",
+                    "*.yaml",
+                    "*.safetensors",
+                    "*.txt",
+                    "*.model",
+                    "*.jinja",
+                    # remote code, only for an entry that opted in (trust_remote_code)
+                    *(["*.py"] if src.trust_remote_code else []),
+                ],
             )
         )
+
+
+def resolve_snapshot(src: Source) -> Source:
+    """A hub checkpoint -> the same checkpoint as its snapshot folder in the hub cache (fetched
+    when online), with the commit sha of that snapshot recorded, so that tokenizer, config and
+    weights all come from one commit and provenance names it. A revision pinned to a commit
+    that resolves to another snapshot is an error. Local sources are returned as they are."""
+    if src.local:
+        return src
+    directory = local_dir(src)
+    commit = directory.name if directory.parent.name == "snapshots" else None
+    if is_commit(src.revision) and commit != src.revision:
+        raise CheckpointError(
+            f"{src.name}: pinned to revision {src.revision} but the snapshot loaded is "
+            f"{commit or directory}"
+        )
+    return replace(src, name=str(directory), local=True, hub_id=src.name, commit=commit)
 
 
 def load_tokenizer(src: Source):
@@ -447,6 +486,7 @@ class LoadedAV:
     directory: Path
     config: Any
     stop_token_ids: list[int]
+    source: Source  # as loaded: hub ids resolved to their snapshot and commit
 
     def prompt_embeds_from_weights(self) -> torch.Tensor:
         """[T, d] fp32 prompt embeddings read straight from the checkpoint's embedding rows
@@ -461,6 +501,7 @@ class LoadedAR:
     tokenizer: Any
     meta: NlaMeta
     value_head: torch.Tensor  # [d, d], y = h @ W.T
+    source: Source  # as loaded: hub ids resolved to their snapshot and commit
 
 
 def stop_token_ids(directory: Path, config, tokenizer) -> list[int]:
@@ -499,6 +540,7 @@ def embedding_rows(directory: Path, ids: list[int]) -> torch.Tensor:
 def load_av(
     src: Source, device: str | torch.device = "cpu", *, load_model: bool = True
 ) -> LoadedAV:
+    src = resolve_snapshot(src)
     directory = local_dir(src)
     meta = read_sidecar(directory)
     if meta.role != "av":
@@ -509,7 +551,7 @@ def load_av(
     ids, pos = check_av_tokenizer(meta, tokenizer)
     model = load_causal_lm(src, device) if load_model else None
     stops = stop_token_ids(directory, config, tokenizer)
-    return LoadedAV(model, tokenizer, meta, ids, pos, directory, config, stops)
+    return LoadedAV(model, tokenizer, meta, ids, pos, directory, config, stops, src)
 
 
 def load_value_head(directory: Path, d_model: int) -> torch.Tensor:
@@ -541,6 +583,7 @@ def load_ar(src: Source, device: str | torch.device = "cpu") -> LoadedAR:
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
+    src = resolve_snapshot(src)
     directory = local_dir(src)
     meta = read_sidecar(directory)
     if meta.role != "ar":
@@ -562,4 +605,4 @@ def load_ar(src: Source, device: str | torch.device = "cpu") -> LoadedAR:
     finally:
         hf_logging.set_verbosity(verbosity)
     model = model.to(device).eval()
-    return LoadedAR(model, tokenizer, meta, head.to(device))
+    return LoadedAR(model, tokenizer, meta, head.to(device), src)

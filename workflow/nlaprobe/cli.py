@@ -39,6 +39,26 @@ def cmd_validate_config(args) -> int:
     return 0
 
 
+def cmd_pin(args) -> int:
+    from nlaprobe.pin import pin_config
+
+    out = args.out or str(Path(args.config).with_name(Path(args.config).stem + ".pinned.yaml"))
+    pinned = pin_config(args.config, out)
+    for key, p in pinned.items():
+        log.info("%s: %s %s@%s -> %s", key, p["type"], p["repo"], p["from"], p["sha"])
+    log.info("wrote %s (%d revision(s) pinned)", out, len(pinned))
+    return 0
+
+
+def cmd_plan(args) -> int:
+    from nlaprobe.config import load_config
+    from nlaprobe.plan import scale_summary
+
+    cfg = load_config(args.files)
+    sys.stdout.write(json.dumps(scale_summary(cfg), indent=2) + "\n")
+    return 0
+
+
 def cmd_corpus(args) -> int:
     from nlaprobe.config import validate_section
     from nlaprobe.corpus import build_corpus_shard
@@ -213,6 +233,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("files", nargs="+", help="YAML files, merged in order (later wins)")
     s.add_argument("--print", action="store_true", help="print the validated config with defaults")
     s.set_defaults(func=cmd_validate_config)
+
+    s = sub.add_parser("pin", help="resolve every hub revision of a config to its commit sha")
+    s.add_argument("config", help="a whole config file (as --configfile takes it)")
+    s.add_argument("--out", help="the pinned config to write (default: CONFIG.pinned.yaml)")
+    s.set_defaults(func=cmd_pin)
+
+    s = sub.add_parser("plan", help="what a config asks for: rows, decodes, tokens, ridge pairs")
+    s.add_argument("files", nargs="+", help="YAML files, merged in order (later wins)")
+    s.set_defaults(func=cmd_plan)
 
     s = sub.add_parser("corpus", help="write one corpus shard")
     s.add_argument("--params", required=True, help="the `corpus` config section as JSON")

@@ -577,3 +577,162 @@ def load_config(
         merged = deep_merge(merged, overrides)
         names.append("overrides")
     return validate_config(merged, source=" + ".join(names) or "config")
+
+
+# ------------------------------------------------------------------------- workflow assembly
+
+# A hub id is `name` or `owner/name`; anything else in `corpus.dataset` is a filesystem path.
+HUB_ID = re.compile(r"^[A-Za-z0-9_][\w.-]*(/[\w.-]+)?$")
+COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+def is_commit(revision: Any) -> bool:
+    """True for a full 40-hex commit sha (the only revision that names a fixed snapshot)."""
+    return isinstance(revision, str) and bool(COMMIT_SHA.match(revision))
+
+
+def corpus_is_hub(corpus: Mapping[str, Any]) -> bool:
+    """The hf corpus names a hub repository (not a local folder)."""
+    dataset = corpus.get("dataset")
+    return (
+        corpus.get("source") == "hf"
+        and isinstance(dataset, str)
+        and bool(HUB_ID.match(dataset))
+        and not Path(dataset).expanduser().is_dir()
+    )
+
+
+def hub_entries(cfg: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    """Every hub reference of a validated config as (dotted key of its revision, repo id,
+    repo type `model`/`dataset`, revision): checkpoint entries with an `id` (families and the
+    demo's real base models) and an `hf` corpus given by hub id."""
+    out: list[tuple[str, str, str, str]] = []
+    for fam, f in cfg.get("families", {}).items():
+        for role in CHECKPOINT_ROLES:
+            entry = f.get(role) or {}
+            if entry.get("id"):
+                out.append(
+                    (f"families.{fam}.{role}.revision", entry["id"], "model", entry["revision"])
+                )
+    for style, entry in ((cfg.get("demo") or {}).get("base_models") or {}).items():
+        if entry and entry.get("id"):
+            out.append(
+                (f"demo.base_models.{style}.revision", entry["id"], "model", entry["revision"])
+            )
+    corpus = cfg.get("corpus") or {}
+    if corpus_is_hub(corpus):
+        out.append(("corpus.revision", corpus["dataset"], "dataset", corpus["revision"]))
+    return out
+
+
+def floating_revisions(cfg: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    """The hub entries whose revision is a branch or tag, not a commit sha."""
+    return [e for e in hub_entries(cfg) if not is_commit(e[3])]
+
+
+def require_pinned(cfg: Mapping[str, Any], *, source: str, configfile: str | None) -> None:
+    """Refuse floating hub revisions unless `run.allow_floating_revisions` (ConfigError naming
+    every key and how to pin)."""
+    floating = floating_revisions(cfg)
+    if not floating or cfg.get("run", {}).get("allow_floating_revisions"):
+        return
+    target = configfile or "CONFIG"
+    if configfile and Path(configfile).is_absolute():
+        try:
+            target = str(Path(configfile).relative_to(Path.cwd()))
+        except ValueError:
+            pass
+    pinned = (
+        str(Path(target).with_name(Path(target).stem + ".pinned.yaml"))
+        if configfile
+        else "PINNED.yaml"
+    )
+    lines = [
+        f"{source}: key '{key}': revision {rev!r} of {repo} ({kind}) is a branch or tag, "
+        "not a commit sha"
+        for key, repo, kind, rev in floating
+    ]
+    lines.append(
+        "a floating revision names no fixed snapshot, so an upstream re-upload would change "
+        "results without changing any path. Pin every revision (needs the hub, or a local cache "
+        f"with HF_HUB_OFFLINE=1): `nlaprobe pin {target} --out {pinned}`, then run with "
+        f"`--configfile {pinned}`; or set run.allow_floating_revisions: true to accept them"
+    )
+    _raise(lines)
+
+
+def coerce_cli_values(
+    values: Any, schema: Mapping[str, Any] | None = None, path: Path_ = ()
+) -> Any:
+    """Snakemake parses `--config key=VALUE` with YAML's BaseLoader, so every scalar nested in a
+    mapping (`--config "decode={batch_size: 4}"`) arrives as a string. Re-read a string as YAML
+    where the schema asks for a number, a boolean or null at that key (and the YAML value has
+    that type); everything else is left as given, for validation to judge."""
+    root = load_schema()
+    schema = root if schema is None else schema
+    while "$ref" in schema:
+        schema = _resolve_ref(schema["$ref"], root)
+    if isinstance(values, Mapping):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        out = {}
+        for key, value in values.items():
+            sub = props.get(key, extra if isinstance(extra, Mapping) else {})
+            for pattern, psub in schema.get("patternProperties", {}).items():
+                if isinstance(key, str) and re.search(pattern, key):
+                    sub = psub
+            out[key] = coerce_cli_values(value, sub, (*path, key))
+        return out
+    if isinstance(values, list):
+        items = schema.get("items") if isinstance(schema.get("items"), Mapping) else {}
+        return [coerce_cli_values(v, items, (*path, i)) for i, v in enumerate(values)]
+    if isinstance(values, str):
+        types = schema.get("type", [])
+        types = [types] if isinstance(types, str) else list(types)
+        wanted = {"integer", "number", "boolean", "null"} & set(types)
+        if "null" in wanted and values in ("null", "Null", "NULL", "~"):
+            return None  # YAML's null, also where a string would do (a nullable string)
+        if wanted and "string" not in types:
+            try:
+                parsed = yaml.safe_load(values)
+            except yaml.YAMLError:
+                return values
+            if _has_type(parsed, wanted):
+                return parsed
+    return values
+
+
+def _has_type(value: Any, types: set[str]) -> bool:
+    if isinstance(value, bool):
+        return "boolean" in types
+    if value is None:
+        return "null" in types
+    if isinstance(value, int):
+        return bool({"integer", "number"} & types)
+    if isinstance(value, float):
+        return "number" in types
+    return False
+
+
+def workflow_config(
+    default: str | os.PathLike[str],
+    configfiles: Sequence[str | os.PathLike[str]],
+    cli: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The config a Snakemake run uses, validated: the `--configfile`s merged in order (or, when
+    Snakemake was given none, the embedded default `default`), then the `--config` values
+    (coerced, see `coerce_cli_values`) merged on top. Which of the two Snakemake was given is
+    decided by what it was given, never by the keys present, so `--config "families={...}"`
+    refines the default rather than replacing it."""
+    files = [str(f) for f in configfiles] or [str(default)]
+    merged: dict[str, Any] = {}
+    for f in files:
+        merged = deep_merge(merged, read_config_file(f))
+    names = list(files)
+    if cli:
+        merged = deep_merge(merged, coerce_cli_values(dict(cli)))
+        names.append("--config")
+    source = " + ".join(names)
+    cfg = validate_config(merged, source=source)
+    require_pinned(cfg, source=source, configfile=str(configfiles[-1]) if configfiles else None)
+    return cfg

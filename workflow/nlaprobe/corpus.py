@@ -40,6 +40,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from nlaprobe.config import HUB_ID, corpus_is_hub, is_commit
 from nlaprobe.constants import COL_DOC_ID, COL_DOC_IDX, COL_TEXT, COL_TOPIC, CORPUS_COLUMNS
 from nlaprobe.errors import ConfigError, DataError
 from nlaprobe.io import read_table, write_table
@@ -60,8 +61,6 @@ _CODE_LINE = re.compile(r"^\s*(>>>|\.\.\.|\||\+[-=])|::=|\S\s{2,}#\s")
 # followed by punctuation. Identifiers with dots, brackets or operators do not match.
 _PROSE_WORD = re.compile(r"^[\"“(*]*[A-Za-z][A-Za-z'’-]*[\"”)*]*[.,;:!?]?[\"”)]*$")
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
-# A hub id is `name` or `owner/name`; anything else in `dataset` is a filesystem path.
-_HUB_ID = re.compile(r"^[A-Za-z0-9_][\w.-]*(/[\w.-]+)?$")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 PROVENANCE_KEY = b"nlaprobe.corpus"
@@ -179,7 +178,7 @@ def corpus_name(corpus: Mapping[str, Any]) -> str:
     dataset = _dataset(corpus)
     if source == "builtin":
         return f"builtin:{dataset}"
-    if source == "hf" and _HUB_ID.match(dataset):
+    if source == "hf" and HUB_ID.match(dataset):
         return dataset
     return _path_name(dataset)
 
@@ -280,9 +279,61 @@ def _load_builtin(corpus: Mapping[str, Any], start: int, stop: int) -> list[Docu
 # --- source: Hugging Face datasets ------------------------------------------------------------
 
 
+def _offline() -> bool:
+    import datasets.config
+
+    return bool(datasets.config.HF_HUB_OFFLINE)
+
+
+def resolve_hf_dataset(corpus: Mapping[str, Any]) -> tuple[str, str | None, str | None]:
+    """(what `datasets.load_dataset` reads, the revision to pass it, the commit sha loaded).
+
+    A local folder: itself, no revision, no commit. A hub id online: the id at `revision`
+    (streamed, never snapshotted whole; the commit is `revision` when pinned, else asked of the
+    hub). A hub id offline (`HF_HUB_OFFLINE=1` / `HF_DATASETS_OFFLINE=1`): `datasets` only reuses
+    its own prepared cache then, not the hub cache, so the repo's snapshot folder is resolved in
+    the hub cache (`huggingface_hub.snapshot_download(..., local_files_only=True)`, the
+    `refs/<revision>` -> `snapshots/<sha>` layout it writes) and read as a local dataset folder
+    with the repo's own split definitions (its README `configs:`). A pinned revision that the
+    cache resolves to another snapshot is an error.
+    """
+    dataset = _dataset(corpus)
+    revision = corpus.get("revision")
+    if not corpus_is_hub(corpus):
+        return dataset, None, None
+    where = f"dataset {dataset!r} (corpus.dataset) at revision {revision!r}"
+    if _offline():
+        from huggingface_hub import snapshot_download
+
+        try:
+            folder = Path(
+                snapshot_download(
+                    dataset, repo_type="dataset", revision=revision, local_files_only=True
+                )
+            )
+        except Exception as e:  # offline / not in cache / bad id: many exception types
+            raise DataError(
+                f"{where}: not in the local hub cache while offline ({type(e).__name__}: {e})"
+            ) from e
+        commit = folder.name
+        if is_commit(revision) and commit != revision:
+            raise DataError(f"{where}: pinned to {revision} but the cache holds snapshot {commit}")
+        return str(folder), None, commit
+    if is_commit(revision):
+        return dataset, revision, revision
+    from nlaprobe.pin import resolve_commit
+
+    try:
+        commit = resolve_commit(dataset, "dataset", revision)
+    except ConfigError as e:
+        raise DataError(f"{where}: {e}") from e
+    # stream exactly the commit recorded, even if the branch moves meanwhile
+    return dataset, commit, commit
+
+
 def _load_hf(
     corpus: Mapping[str, Any], start: int, stop: int, cache_dir: str | os.PathLike | None
-) -> list[Document]:
+) -> tuple[list[Document], str | None]:
     import datasets
 
     dataset = _dataset(corpus)
@@ -290,12 +341,13 @@ def _load_hf(
     field = _text_field(corpus)
     streaming = bool(corpus.get("streaming", False))
     where = f"dataset {dataset!r} (split {dsplit!r})"
+    location, revision, commit = resolve_hf_dataset(corpus)
     try:
         ds = datasets.load_dataset(
-            dataset,
+            location,
             name=corpus.get("dataset_config"),
             split=dsplit,
-            revision=corpus.get("revision"),
+            revision=revision,
             streaming=streaming,
             cache_dir=None if cache_dir is None else str(cache_dir),
         )
@@ -329,10 +381,11 @@ def _load_hf(
         raise
     except Exception as e:
         raise DataError(f"{where}: cannot read documents ({type(e).__name__}: {e})") from e
-    return [
+    docs = [
         Document(doc_id_for(name, dsplit, i), i, _check_text(t, i, where))
         for i, t in enumerate(texts, start=start)
     ]
+    return docs, commit
 
 
 # --- sources: local parquet / jsonl -----------------------------------------------------------
@@ -464,19 +517,28 @@ def load_documents(
 
     `cache_dir` is the `datasets` cache for the hf source (default: the library's own).
     """
+    return _read_documents(corpus, start, stop, cache_dir)[0]
+
+
+def _read_documents(
+    corpus: Mapping[str, Any], start: int, stop: int, cache_dir: str | os.PathLike | None
+) -> tuple[list[Document], str | None]:
+    """(documents, commit sha of the hub dataset read, or None for other sources)."""
     if start < 0 or stop <= start:
         raise ConfigError(
             f"corpus: empty or negative document range [{start}, {stop}); expected 0 <= start < stop"
         )
     source = _source(corpus)
     if source == "builtin":
-        return _load_builtin(corpus, start, stop)
+        return _load_builtin(corpus, start, stop), None
     if source == "hf":
         return _load_hf(corpus, start, stop, cache_dir)
-    return _load_local(corpus, start, stop)
+    return _load_local(corpus, start, stop), None
 
 
-def _provenance(corpus: Mapping[str, Any], split: str, shard: int, start: int, stop: int) -> dict:
+def _provenance(
+    corpus: Mapping[str, Any], split: str, shard: int, start: int, stop: int, commit: str | None
+) -> dict:
     keys = ("source", "dataset", "revision", "dataset_config", "dataset_split", "text_field")
     prov = {k: corpus.get(k) for k in keys}
     prov.update(
@@ -487,6 +549,8 @@ def _provenance(corpus: Mapping[str, Any], split: str, shard: int, start: int, s
         start=start,
         stop=stop,
     )
+    if commit is not None:
+        prov["commit"] = commit  # the snapshot actually read
     if prov["source"] == "builtin":
         # pydoc_data changes between Python releases, and with it the documents.
         prov["python_version"] = ".".join(map(str, sys.version_info[:3]))
@@ -514,7 +578,7 @@ def build_corpus_shard(
         start,
         stop,
     )
-    docs = load_documents(corpus, start, stop, cache_dir=cache_dir)
+    docs, commit = _read_documents(corpus, start, stop, cache_dir)
     table = pa.table(
         {
             COL_DOC_ID: [d.doc_id for d in docs],
@@ -524,7 +588,11 @@ def build_corpus_shard(
         },
         schema=CORPUS_SCHEMA,
     ).replace_schema_metadata(
-        {PROVENANCE_KEY: json.dumps(_provenance(corpus, split, shard, start, stop), sort_keys=True)}
+        {
+            PROVENANCE_KEY: json.dumps(
+                _provenance(corpus, split, shard, start, stop, commit), sort_keys=True
+            )
+        }
     )
     write_table(out, table)
     logger.info("wrote %d documents to %s", len(docs), out)

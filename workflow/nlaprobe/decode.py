@@ -538,7 +538,7 @@ def decode_shard(
         "seed": seed,
         "max_new_tokens": max_new_tokens,
         "backend": backend,
-        "av": {"name": src.name, "revision": src.revision, "dtype": str(src.dtype)},
+        "av": av.source.describe(),
         "activations": str(activations),
         "summary": summary,
         "provenance": provenance or {},

@@ -79,11 +79,12 @@ def load_real_base(style: str, entry: dict, layer: int):
         get_text_config,
         load_causal_lm,
         load_tokenizer,
+        resolve_snapshot,
         resolve_source,
     )
 
-    src = resolve_source(entry, "base")
-    where = f"demo.base_models.{style} ({src.name})"
+    src = resolve_snapshot(resolve_source(entry, "base"))
+    where = f"demo.base_models.{style} ({src.hub_id or src.name})"
     tokenizer = load_tokenizer(src)
     model = load_causal_lm(src)
     if getattr(model.config, "text_config", None) is not None:
@@ -104,7 +105,7 @@ def load_real_base(style: str, entry: dict, layer: int):
     log.info(
         "demo %s: real base %s (d=%d, %d blocks)",
         style,
-        src.name,
+        src.hub_id or src.name,
         get_text_config(model.config).hidden_size,
         n_blocks,
     )

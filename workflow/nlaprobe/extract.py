@@ -314,10 +314,11 @@ def extract_shard(
 ) -> ExtractResult:
     """The extraction stage on files. Writes `out`, its sidecar and (primary) `positions_out`,
     each atomically; the sidecar last, so a complete sidecar implies a complete shard."""
-    from nlaprobe.checkpoints import load_causal_lm, load_tokenizer
+    from nlaprobe.checkpoints import load_causal_lm, load_tokenizer, resolve_snapshot
     from nlaprobe.corpus import read_corpus_shard
 
     device = resolve_device(device)
+    src = resolve_snapshot(src)
     docs = read_corpus_shard(corpus_shard)
     positions = read_positions(positions_in) if positions_in is not None else None
     tokenizer = load_tokenizer(src)
@@ -337,7 +338,7 @@ def extract_shard(
     meta = {
         "kind": C.KIND_DATASET,
         "schema_version": C.SCHEMA_VERSION,
-        "base_model": {"name": src.name, "revision": src.revision, "dtype": str(src.dtype)},
+        "base_model": src.describe(),
         "d_model": result.d_model,
         "activation_layer": params.layers[0],
         "layers": list(params.layers),

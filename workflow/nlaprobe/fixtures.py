@@ -513,3 +513,26 @@ def build_family(
         legacy_sidecar=legacy_sidecar,
         base_model_name=base_model_name,
     )
+
+
+# ----------------------------------------------------------------------------- hub cache
+
+
+def add_to_hub_cache(
+    cache: Path,
+    repo_id: str,
+    files: Path,
+    commit: str,
+    *,
+    repo_type: str = "model",
+    ref: str = "main",
+) -> Path:
+    """Put the folder `files` into the hub cache `cache` as snapshot `commit` of `repo_id`,
+    laid out as `huggingface_hub` writes it: `<type>s--<org>--<name>/snapshots/<commit>/...`
+    and `refs/<ref>` holding the commit. Returns the snapshot folder."""
+    repo_dir = Path(cache) / (f"{repo_type}s--" + repo_id.replace("/", "--"))
+    snapshot = repo_dir / "snapshots" / commit
+    shutil.copytree(files, snapshot)
+    (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
+    (repo_dir / "refs" / ref).write_text(commit)
+    return snapshot

@@ -695,3 +695,43 @@ def _replace_paths(obj: Any, mapping: dict[str, str]) -> Any:
 def to_json(obj: Any) -> str:
     """Compact, canonical JSON for passing parameters through `params:` to a CLI."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def scale_summary(cfg: dict) -> dict:
+    """What a validated config asks for, before anything runs: documents, activation rows and
+    ridge pairs (upper bounds: documents x positions per document; a document with fewer
+    candidate tokens gives fewer), decoded sequences and generated tokens (upper bound:
+    sequences x max_new_tokens), AR scorings, per family and in total."""
+    p = Plan(cfg)
+    splits = cfg["corpus"]["splits"]
+    per_doc = cfg["sampling"]["positions_per_doc"]
+    docs = {s: splits[s]["stop"] - splits[s]["start"] for s in SPLITS}
+    rows = {s: docs[s] * per_doc for s in SPLITS}
+    d = cfg["decode"]
+    fams: dict = {}
+    for fam in p.families:
+        conds = p.conditions(fam)
+        seqs = sum(rows["eval"] * (d["n_samples"] if c == "sample_t1" else 1) for c in conds)
+        # scored sets of this AR family: its own conditions and redaction variants, and every
+        # other AV family's greedy decodes (transfer cells)
+        own = seqs + rows["eval"] * (len(VARIANTS) - 1)
+        cross = rows["eval"] * (len(p.families) - 1)
+        fams[fam] = {
+            "layers": p.layers(fam),
+            "conditions": conds,
+            "decoded_sequences": seqs,
+            "generated_tokens_max": seqs * d["max_new_tokens"],
+            "ar_scorings": own + cross,
+        }
+    return {
+        "documents": docs,
+        "activation_rows_max": rows,
+        "ridge_pairs_max": p.ridge_pairs_bound(),
+        "ridge_sizes": p.ridge_sizes(),
+        "ridge_fits": len(p.ridge_directions()) * len(p.ridge_sizes()),
+        "shards": {s: p.n_shards(s) for s in SPLITS},
+        "families": fams,
+        "decoded_sequences": sum(f["decoded_sequences"] for f in fams.values()),
+        "generated_tokens_max": sum(f["generated_tokens_max"] for f in fams.values()),
+        "ar_scorings": sum(f["ar_scorings"] for f in fams.values()),
+    }

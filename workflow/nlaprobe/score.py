@@ -171,7 +171,7 @@ def score_shard(
     }
     meta = {
         "variant": variant,
-        "ar": {"name": src.name, "revision": src.revision, "dtype": str(src.dtype)},
+        "ar": ar.source.describe(),
         "decodes": str(decodes),
         "decode_condition": (table_meta(dec, DECODE_META_KEY) or {}).get("condition"),
         "gold": str(gold),
