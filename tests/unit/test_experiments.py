@@ -253,6 +253,10 @@ class Fam:
         var = var_np(self.arrays(b, b_keys)[1])
         return (self.nmse_mean(b, b_keys) - self.nmse_mean(a, a_keys)) / var
 
+    def diff_train(self, a: ScoredSet, a_keys, b: ScoredSet, b_keys) -> float:
+        """fve_train(a) - fve_train(b) on paired keys: the training Var as the denominator."""
+        return (self.nmse_mean(b, b_keys) - self.nmse_mean(a, a_keys)) / TRAIN_VAR
+
 
 def spec_of(key: str, cells: dict, **extra) -> dict:
     return {
@@ -326,6 +330,31 @@ def test_paired_fve_diff_by_hand():
     rev = E.paired_fve_diff(b, a, spec)
     assert rev["value"] == pytest.approx(-(0.7 / 3) / var_np(ga[[0, 1, 5]]), rel=1e-9)
     assert E.paired_fve_diff(a, b, spec) == out
+    assert out["train"] is None  # no training Var in this spec
+
+
+def test_paired_fve_diff_gives_the_fve_train_difference_by_hand():
+    g = (np.random.default_rng(4).normal(size=(4, D)) + 0.5).astype(np.float32)
+    keys, docs = [(0, 0), (0, 1), (0, 2), (0, 3)], ["d0", "d0", "d1", "d2"]
+    a = rows_of(keys, [0.10, 0.20, 0.30, 0.40], g, docs)
+    b = rows_of(keys, [0.30, 0.30, 0.50, 0.20], g, docs)
+    spec = {"metrics": METRICS, "train_var": {"f": 0.25, "other": None}}
+    out = E.paired_fve_diff(a, b, spec, "f")
+    # by hand: mean nmse_a = 1.0 / 4 = 0.25, mean nmse_b = 1.3 / 4 = 0.325;
+    # fve_train_a - fve_train_b = (1 - 0.25 / 0.25) - (1 - 0.325 / 0.25) = 0.075 / 0.25 = 0.3
+    t = out["train"]
+    assert t["value"] == pytest.approx(0.3, rel=1e-12)
+    assert (t["n"], t["var_train"]) == (4, 0.25)
+    # the fve_own difference divides the same 0.075 by b's own Var
+    var = var_np(g)
+    assert out["value"] == pytest.approx(0.075 / var, rel=1e-9)
+    # same resamples, fixed denominators: the bounds scale by var / var_train
+    assert t["lo"] == pytest.approx(out["lo"] * var / 0.25, rel=1e-9)
+    assert t["hi"] == pytest.approx(out["hi"] * var / 0.25, rel=1e-9)
+    assert t["lo"] <= t["value"] <= t["hi"]
+    # no family, or a family without a training Var: no train entry
+    assert E.paired_fve_diff(a, b, spec)["train"] is None
+    assert E.paired_fve_diff(a, b, spec, "other")["train"] is None
 
 
 def test_paired_fve_diff_needs_two_shared_rows():
@@ -339,7 +368,10 @@ def test_paired_fve_diff_needs_two_shared_rows():
         "hi": None,
         "n": 1,
         "var": None,
+        "train": None,
     }
+    with_train = E.paired_fve_diff(a, b, {**spec, "train_var": {"f": 0.5}}, "f")
+    assert with_train["train"] == {"value": None, "lo": None, "hi": None, "n": 1, "var_train": 0.5}
     c = rows_of([(1, 0), (1, 1)], [0.1, 0.2], g[:2], ["a", "b"])
     assert E.paired_fve_diff(a, c, spec)["n"] == 0
 
@@ -527,9 +559,14 @@ def test_quote_ablation_by_hand(qa):
     assert diff["n"] == 5
     assert diff["var"] == pytest.approx(var_np(fam.arrays(g, shared)[1]), rel=1e-9)
     assert diff["value"] == pytest.approx(fam.diff(sets["ban_dq_sq"], shared, g, shared), rel=1e-9)
-    # per condition nmse_mean, cos_mean, fve_own, fve_train and two shares; two paired diffs;
-    # four in each hatch subset
-    assert check_intervals(data) == 3 * 6 + 2 + 2 * 4
+    train = diff["train"]
+    assert (train["n"], train["var_train"]) == (5, TRAIN_VAR)
+    assert train["value"] == pytest.approx(
+        fam.diff_train(sets["ban_dq_sq"], shared, g, shared), rel=1e-9
+    )
+    # per condition nmse_mean, cos_mean, fve_own, fve_train and two shares; two paired diffs,
+    # each with its fve_train difference; four in each hatch subset
+    assert check_intervals(data) == 3 * 6 + 2 * 2 + 2 * 4
 
 
 def test_quote_ablation_hatch_subsets(qa):
@@ -803,8 +840,15 @@ def test_redaction_variants_by_hand(rd):
         assert d["value"] == pytest.approx(
             out[v]["fve_own"]["value"] - out["full"]["fve_own"]["value"], rel=1e-9
         )  # same rows, same gold: the paired difference is the difference of fve_own
-    # nmse_mean, cos_mean, fve_own, fve_train per variant; three paired differences
-    assert check_intervals(out) == 4 * 4 + 3
+        t = d["train"]
+        assert (t["n"], t["var_train"]) == (6, TRAIN_VAR)
+        assert t["value"] == pytest.approx(fam.diff_train(sets[v], ok, sets["full"], ok), rel=1e-9)
+        assert t["value"] == pytest.approx(
+            out[v]["fve_train"]["value"] - out["full"]["fve_train"]["value"], rel=1e-9
+        )  # and likewise of fve_train
+    # nmse_mean, cos_mean, fve_own, fve_train per variant; three paired differences, each with
+    # its fve_train difference
+    assert check_intervals(out) == 4 * 4 + 2 * 3
 
 
 # ----------------------------------------------------------------------------- E5 best-of-N
@@ -860,14 +904,18 @@ def test_best_of_n_by_hand(bo):
         assert d["value"] == pytest.approx(
             fam.diff(samples, shared, greedy, [(*k[:2], 0) for k in shared]), rel=1e-9
         )
+        assert d["train"]["value"] == pytest.approx(
+            fam.diff_train(samples, shared, greedy, [(*k[:2], 0) for k in shared]), rel=1e-9
+        )
     # mean over samples: every scored sample, gold repeated per sample
     every = [k for k in samples.status if samples.status[k] == "ok"]
     assert len(every) == 10
     m = f["mean_over_samples"]
     assert (m["n"], m["n_rows"], m["tag_failures"], m["decode_errors"]) == (10, 16, 4, 2)
     assert m["fve_own"]["value"] == pytest.approx(fam.fve(samples, every), rel=1e-9)
-    # nmse_mean, cos_mean, fve_own, fve_train of greedy, each best-of and the mean; two diffs
-    assert check_intervals(data) == 4 * 4 + 2
+    # nmse_mean, cos_mean, fve_own, fve_train of greedy, each best-of and the mean; two diffs,
+    # each with its fve_train difference
+    assert check_intervals(data) == 4 * 4 + 2 * 2
 
 
 # ----------------------------------------------------------------------------- E6 layers
@@ -920,7 +968,8 @@ def test_layers_by_hand(ly):
     # noise grows with k in the fixture: layer 3 is farther from layer K than layer 1
     assert f["adjacent"]["3"]["cos_to_layer"]["value"] < f["adjacent"]["1"]["cos_to_layer"]["value"]
     # greedy's four; per adjacent layer four, cos, inter-layer nmse and the paired difference
-    assert check_intervals(data) == 4 + 2 * 7
+    # with its fve_train difference
+    assert check_intervals(data) == 4 + 2 * 8
 
 
 def test_experiments_registry():
@@ -969,7 +1018,8 @@ def test_a_condition_without_any_explanation_gives_null_figures(tmp_path):
     assert sq["share_single_quotes"] == {"value": None, "lo": None, "hi": None, "n": 0}
     assert sq["share_hatch"] == {"value": None, "lo": None, "hi": None, "n": 0}
     assert sq["hatch_kinds"] == {}
-    assert sq["diff_vs_greedy"] == {"value": None, "lo": None, "hi": None, "n": 0, "var": None}
+    none = {"value": None, "lo": None, "hi": None, "n": 0}
+    assert sq["diff_vs_greedy"] == {**none, "var": None, "train": {**none, "var_train": TRAIN_VAR}}
     assert (sq["hatch_using"]["n"], sq["hatch_using"]["n_rows"]) == (0, 0)
     assert (sq["hatch_free"]["n_rows"], sq["hatch_free"]["tag_failures"]) == (8, 7)
     assert sq["nmse_mean_strict"] == 2.0  # seven failures at nmse = 2, the error row uncounted

@@ -11,7 +11,8 @@ Invariants:
   rows scored in both sets;
 - a paired FVE difference uses the baseline set's Var(v_nrm) as a fixed denominator:
   fve_a - fve_b = (mean nmse_b - mean nmse_a) / Var over the shared rows, so its interval is that
-  of the nmse difference, scaled;
+  of the nmse difference, scaled; where the family has a training Var (`spec["train_var"]`), the
+  difference of fve_train, (mean nmse_b - mean nmse_a) / train_var, sits beside it (key "train");
 - rows are matched across sets by (shard, row[, sample]); tag failures are excluded from FVE and
   counted (fidelity() also reports the strict figures with failures as nmse = 2);
 - deterministic: `data` depends only on the inputs and settings.
@@ -73,20 +74,39 @@ def share(flags: Sequence[bool], groups: Sequence[str], spec: dict) -> dict:
     return interval(np.mean, np.asarray(flags, dtype=np.float64), groups=groups, spec=spec)
 
 
-def paired_fve_diff(a: Rows, b: Rows, spec: dict, *, with_sample: bool = False) -> dict:
-    """fve(a) - fve(b) over the rows scored in both, with b's Var(v_nrm) as the denominator,
-    and its paired interval."""
+def paired_fve_diff(
+    a: Rows, b: Rows, spec: dict, fam: str | None = None, *, with_sample: bool = False
+) -> dict:
+    """fve(a) - fve(b) over the rows scored in both, matched by (shard, row[, sample]), with its
+    paired interval (the same document resamples for both sets):
+
+        {"value", "lo", "hi",  the difference of fve_own: (mean nmse_b - mean nmse_a) / var
+         "n":     shared scored rows,
+         "var":   population_var of b's gold over the shared rows (a fixed denominator),
+         "train": {"value", "lo", "hi", "n", "var_train"} | None}
+
+    "train" is the difference of fve_train, (mean nmse_b - mean nmse_a) / var_train with
+    var_train = spec["train_var"][fam], on the same resamples (so its bounds are those of
+    "value" times var / var_train); None when `fam` is None or has no training Var. With fewer
+    than two shared rows every value, bound and "var" is None ("train" keeps n and var_train)."""
+    tv = (spec.get("train_var") or {}).get(fam) if fam is not None else None
     ka = {k: i for i, k in enumerate(a.keys(with_sample)) if a.ok[i]}
     kb = {k: i for i, k in enumerate(b.keys(with_sample)) if b.ok[i]}
     shared = [k for k in kb if k in ka]
+    none = {"value": None, "lo": None, "hi": None, "n": len(shared)}
     if len(shared) < 2:
-        return {"value": None, "lo": None, "hi": None, "n": len(shared), "var": None}
+        train = None if tv is None else {**none, "var_train": tv}
+        return {**none, "var": None, "train": train}
     ia = np.array([ka[k] for k in shared])
     ib = np.array([kb[k] for k in shared])
     var = M.population_var(b.gold[ib])
     d = b.nmse[ib] - a.nmse[ia]
-    out = interval(lambda x: x.mean() / var, d, groups=[b.doc_ids[i] for i in ib], spec=spec)
-    return {**out, "var": var}
+    docs = [b.doc_ids[i] for i in ib]
+    out = interval(lambda x: x.mean() / var, d, groups=docs, spec=spec)
+    train = None
+    if tv is not None:
+        train = {**interval(lambda x: x.mean() / tv, d, groups=docs, spec=spec), "var_train": tv}
+    return {**out, "var": var, "train": train}
 
 
 def read_column(paths: Sequence[str], column: str) -> list[list]:
@@ -170,7 +190,9 @@ def quote_ablation(spec: dict) -> dict:
                 "hatch_kinds": dict(
                     sorted(Counter(k for i in have for k in spans.hatch_kinds(expl[i])).items())
                 ),
-                "diff_vs_greedy": None if cond == "greedy" else paired_fve_diff(rows, base, spec),
+                "diff_vs_greedy": None
+                if cond == "greedy"
+                else paired_fve_diff(rows, base, spec, fam),
             }
             if cond == "ban_dq_sq":
                 flag = np.zeros(len(rows), dtype=bool)
@@ -318,7 +340,9 @@ def redaction(spec: dict) -> dict:
             rows = full if variant == "full" else _rows(cells[variant])
             out["variants"][variant] = {
                 **_fidelity(rows, spec, fam),
-                "diff_vs_full": None if variant == "full" else paired_fve_diff(rows, full, spec),
+                "diff_vs_full": None
+                if variant == "full"
+                else paired_fve_diff(rows, full, spec, fam),
             }
         data[fam] = out
     return {"variants": list(spans.REDACTION_VARIANTS), "families": data}
@@ -362,7 +386,7 @@ def best_of_n(spec: dict) -> dict:
             sel = select_best(samples, n)
             out["best_of"][str(n)] = {
                 **_fidelity(sel, spec, fam),
-                "diff_vs_greedy": paired_fve_diff(sel, greedy, spec),
+                "diff_vs_greedy": paired_fve_diff(sel, greedy, spec, fam),
             }
         out["mean_over_samples"] = _fidelity(samples, spec, fam)
         data[fam] = out
@@ -395,7 +419,7 @@ def layers(spec: dict) -> dict:
                 "inter_layer_nmse": interval(np.mean, inter, groups=docs, spec=spec),
                 "intrinsic_nmse": float(intrinsic.mean()) if len(intrinsic) else None,
                 "additive_bound_nmse": bound,
-                "diff_vs_greedy": paired_fve_diff(rows, greedy, spec),
+                "diff_vs_greedy": paired_fve_diff(rows, greedy, spec, fam),
             }
         data[fam] = out
     return {"families": data}
