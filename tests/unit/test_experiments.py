@@ -772,14 +772,16 @@ RD_EXPL = {
     (1, 2): None,
     (1, 3): "Says *x* and **y**.",
 }
-# n_spans, span_chars, total_chars of each explanation, by hand
+# n_spans, span_chars (quoted spans: double, single, corner), n_hatches, hatch_chars (italic,
+# cued paren, em dash: counted apart), total_chars of each explanation, by hand:
+# (1,0): 「for i」 7 is a quoted span, "— twice —" 9 a hatch; (1,3): *x* 3 and **y** 5, hatches
 RD_STATS = {
-    (0, 0): (1, 10, 36),
-    (0, 2): (2, 6, 24),
-    (0, 3): (0, 0, 24),
-    (1, 0): (2, 16, 32),
-    (1, 1): (1, 7, 15),
-    (1, 3): (2, 8, 19),
+    (0, 0): (1, 10, 0, 0, 36),
+    (0, 2): (2, 6, 0, 0, 24),
+    (0, 3): (0, 0, 0, 0, 24),
+    (1, 0): (1, 7, 1, 9, 32),
+    (1, 1): (1, 7, 0, 0, 15),
+    (1, 3): (0, 0, 2, 8, 19),
 }
 RD_VARIANTS = ("full", "prose_only", "spans_redacted", "spans_only_bare")
 
@@ -801,23 +803,33 @@ def rd(tmp_path):
 
 
 def test_redaction_span_statistics_by_hand(rd):
-    for k, (n, chars, total) in RD_STATS.items():
+    for k, (n, chars, nh, hchars, total) in RD_STATS.items():
         assert spans.span_stats(RD_EXPL[k]) == {
             "n_spans": n,
             "span_chars": chars,
+            "n_hatches": nh,
+            "hatch_chars": hchars,
             "total_chars": total,
         }
         assert len(RD_EXPL[k]) == total
     _, _, spec = rd
     data = same_twice(E.redaction, spec)
     assert data["variants"] == list(spans.REDACTION_VARIANTS)
+    assert data["span_kinds"] == ["double", "single", "corner"]
+    assert data["hatch_kinds"] == ["italic", "paren", "emdash"]
     s = data["families"]["f"]["spans"]
-    # 6 explanations: spans 1 2 0 2 1 2; characters 10+6+0+16+7+8 = 47 of 36+24+24+32+15+19 = 150
-    assert s["mean_spans_per_decode"]["value"] == pytest.approx(8 / 6)
+    # 6 explanations: quoted spans 1 2 0 1 1 0; their characters 10+6+0+7+7+0 = 30 of
+    # 36+24+24+32+15+19 = 150
+    assert s["mean_spans_per_decode"]["value"] == pytest.approx(5 / 6)
     assert s["mean_spans_per_decode"]["n"] == 6
-    assert s["share_chars_in_spans"]["value"] == pytest.approx(47 / 150)
-    assert s["share_decodes_with_spans"]["value"] == pytest.approx(5 / 6)
-    assert check_intervals(s) == 3
+    assert s["share_chars_in_spans"]["value"] == pytest.approx(30 / 150)
+    assert s["share_decodes_with_spans"]["value"] == pytest.approx(4 / 6)
+    # hatches 0 0 0 1 0 2; their characters 9 + 8 = 17 of 150
+    assert s["mean_hatches_per_decode"]["value"] == pytest.approx(3 / 6)
+    assert s["mean_hatches_per_decode"]["n"] == 6
+    assert s["share_chars_in_hatches"]["value"] == pytest.approx(17 / 150)
+    assert s["share_decodes_with_hatches"]["value"] == pytest.approx(2 / 6)
+    assert check_intervals(s) == 6
 
 
 def test_redaction_variants_by_hand(rd):

@@ -193,9 +193,14 @@ def redaction() -> dict:
         "mean_spans_per_decode": iv(1.5, 1.0, 2.0, n=20),
         "share_chars_in_spans": iv(0.2, 0.1, 0.3, n=20),
         "share_decodes_with_spans": iv(0.7, 0.5, 0.9, n=20),
+        "mean_hatches_per_decode": iv(0.25, 0.1, 0.4, n=20),
+        "share_chars_in_hatches": iv(0.04, 0.01, 0.07, n=20),
+        "share_decodes_with_hatches": iv(0.15, 0.05, 0.25, n=20),
     }
     return {
         "variants": VARIANTS,
+        "span_kinds": ["double", "single", "corner"],
+        "hatch_kinds": ["italic", "paren", "emdash"],
         "families": {
             "gemma": {
                 "spans": spans,
@@ -689,6 +694,18 @@ def test_html_other_experiment_rows(page):
     sec = section(page, "redaction")
     assert find_row(sec, "qwen", "prose_only")[4:6] == ["—", "—"]
     assert find_row(sec, "gemma", "spans_redacted")[5] == "0.350 [0.250, 0.450]"
+    assert find_row(sec, "gemma", "quoted spans (redacted)")[2:] == [
+        "1.500 [1.000, 2.000]",
+        "0.200 [0.100, 0.300]",
+        "0.700 [0.500, 0.900]",
+    ]
+    assert find_row(sec, "gemma", "hatches (kept)")[2:] == [
+        "0.250 [0.100, 0.400]",
+        "0.040 [0.010, 0.070]",
+        "0.150 [0.050, 0.250]",
+    ]
+    assert "Quoted spans (double, single, corner) are what the variants edit" in sec
+    assert "hatches (italic, paren, emdash) are left as they are" in sec
     sec = section(page, "best_of_n")
     assert [r[1] for r in table_rows(tables(sec)[0]) if r[0] == "gemma"] == [
         "greedy",

@@ -310,30 +310,42 @@ def _paired_share_diff(
 
 
 def redaction(spec: dict) -> dict:
-    """E4: the AR on edited greedy explanations, per variant; span statistics of the originals."""
+    """E4: the AR on edited greedy explanations, per variant; statistics of the originals' quoted
+    spans (spans.QUOTED_KINDS, what the variants edit) and, apart, of their unquoted hatches
+    (spans.UNQUOTED_HATCH_KINDS, never edited), per decode with an explanation::
+
+        {"variants": [...], "span_kinds": [...], "hatch_kinds": [...],
+         "families": {fam: {"spans": {"mean_spans_per_decode", "share_chars_in_spans",
+                                      "share_decodes_with_spans", "mean_hatches_per_decode",
+                                      "share_chars_in_hatches", "share_decodes_with_hatches"},
+                            "variants": {variant: {**fidelity, "diff_vs_full"}}}}}
+
+    Shares of characters are pooled (characters inside / all characters); a hatch's characters
+    inside a quoted span count as the span's only (spans.span_stats)."""
     data = {}
     for fam, cells in _families_of(spec).items():
         full = _rows(cells["full"])
         expl = explanations_for(full, cells["full"]["decodes"])
         stats = [spans.span_stats(e) for e in expl if e is not None]
         docs = [d for d, e in zip(full.doc_ids, expl, strict=True) if e is not None]
-        n_spans = np.array([s["n_spans"] for s in stats], dtype=np.float64)
-        span_chars = np.array([s["span_chars"] for s in stats], dtype=np.float64)
-        total = np.array([s["total_chars"] for s in stats], dtype=np.float64)
-        out: dict = {
-            "spans": {
-                "mean_spans_per_decode": interval(np.mean, n_spans, groups=docs, spec=spec),
-                "share_chars_in_spans": interval(
-                    lambda a, b: a.sum() / max(b.sum(), 1.0),
-                    span_chars,
-                    total,
-                    groups=docs,
-                    spec=spec,
+
+        def col(key: str, stats=stats) -> np.ndarray:
+            return np.array([s[key] for s in stats], dtype=np.float64)
+
+        total = col("total_chars")
+        out: dict = {"spans": {}, "variants": {}}
+        for what, n_key, chars_key in (
+            ("spans", "n_spans", "span_chars"),
+            ("hatches", "n_hatches", "hatch_chars"),
+        ):
+            n, chars = col(n_key), col(chars_key)
+            out["spans"] |= {
+                f"mean_{what}_per_decode": interval(np.mean, n, groups=docs, spec=spec),
+                f"share_chars_in_{what}": interval(
+                    lambda a, b: a.sum() / max(b.sum(), 1.0), chars, total, groups=docs, spec=spec
                 ),
-                "share_decodes_with_spans": share(n_spans > 0, docs, spec),
-            },
-            "variants": {},
-        }
+                f"share_decodes_with_{what}": share(n > 0, docs, spec),
+            }
         for variant in spans.REDACTION_VARIANTS:
             if variant not in cells:
                 continue
@@ -345,7 +357,12 @@ def redaction(spec: dict) -> dict:
                 else paired_fve_diff(rows, full, spec, fam),
             }
         data[fam] = out
-    return {"variants": list(spans.REDACTION_VARIANTS), "families": data}
+    return {
+        "variants": list(spans.REDACTION_VARIANTS),
+        "span_kinds": list(spans.QUOTED_KINDS),
+        "hatch_kinds": list(spans.UNQUOTED_HATCH_KINDS),
+        "families": data,
+    }
 
 
 # ----------------------------------------------------------------------------- E5

@@ -808,22 +808,28 @@ def _html_redaction(data: dict) -> str:
             e = variants[v]
             var_rows.append([fam, v, *_fid(e, cols), *_diff_cells(_get(e, "diff_vs_full"), train)])
         sp = _get(fe, "spans")
-        span_rows.append(
+        span_rows += [
             [
                 fam,
-                _get(sp, "mean_spans_per_decode"),
-                _get(sp, "share_chars_in_spans"),
-                _get(sp, "share_decodes_with_spans"),
+                label,
+                _get(sp, f"mean_{what}_per_decode"),
+                _get(sp, f"share_chars_in_{what}"),
+                _get(sp, f"share_decodes_with_{what}"),
             ]
-        )
+            for what, label in (("spans", "quoted spans (redacted)"), ("hatches", "hatches (kept)"))
+        ]
     return "\n".join(
         [
             _h3("Fidelity per variant"),
             _table(["family", "variant", *_heads(cols), *_diff_heads("full", train)], var_rows, 2),
-            _h3("Quoted spans in the greedy explanations"),
+            _h3("Quoted spans and unquoted hatches in the greedy explanations"),
+            f'<p class="note">Quoted spans ({_e(fmt(data.get("span_kinds")))}) are what the '
+            f"variants edit; hatches ({_e(fmt(data.get('hatch_kinds')))}) are left as they are "
+            "and counted apart.</p>",
             _table(
-                ["family", "spans per decode", "share of chars in spans", "share with spans"],
+                ["family", "kind", "per decode", "share of characters", "share of decodes"],
                 span_rows,
+                2,
             ),
         ]
     )
