@@ -941,8 +941,8 @@ def ly(tmp_path):
     l3 = fam.score("greedy_L3", {}, scale=1.2)
     cells = {
         "f/greedy": fam.cell(greedy, acts=fam.acts),
-        "f/greedy_L1": fam.cell(l1),
-        "f/greedy_L3": fam.cell(l3),
+        "f/greedy_L1": fam.cell(l1, acts=fam.acts),
+        "f/greedy_L3": fam.cell(l3, acts=fam.acts),
     }
     return fam, {"greedy": greedy, 1: l1, 3: l3}, spec_of("cells", cells, layers={"f": [2, 1, 3]})
 
@@ -969,19 +969,154 @@ def test_layers_by_hand(ly):
         assert a["intrinsic_nmse"] == pytest.approx(intrinsic, rel=1e-9)
         assert a["additive_bound_nmse"] == pytest.approx(intrinsic + inter.mean(), rel=1e-9)
         ok = [x for x in ALL0 if x[:2] not in (tag, ERROR_ROW)]
-        assert a["n"] == len(ok)
-        assert a["fve_own"]["value"] == pytest.approx(fam.fve(sets[k], ok), rel=1e-9)
+        # headline: the predictions against each row's own layer-k vector, Var of those v_k
+        pred = np.stack([sets[k].pred[x] for x in ok])
+        own_gold = np.stack([fam.layer[k][x[0]][x[1]] for x in ok])
+        own_nmse = nmse_np(pred, own_gold)
+        assert a["n"] == len(ok) and a["tag_failures"] == (tag is not None)
+        assert a["var_own"] == pytest.approx(var_np(own_gold), rel=1e-9)
+        assert a["nmse_mean"]["value"] == pytest.approx(own_nmse.mean(), rel=1e-9)
+        assert a["cos_mean"]["value"] == pytest.approx(cos_np(pred, own_gold).mean(), rel=1e-9)
+        assert a["fve_own"]["value"] == pytest.approx(
+            1 - own_nmse.mean() / var_np(own_gold), rel=1e-9
+        )
+        assert a["var_train"] is None and a["fve_train"] is None  # layer K's Var does not apply
+        # secondary: the same predictions against v_K (the score shards' gold)
+        vs = a["vs_layer_K"]
+        assert vs["n"] == len(ok)
+        assert vs["fve_own"]["value"] == pytest.approx(fam.fve(sets[k], ok), rel=1e-9)
+        assert vs["var_own"] == pytest.approx(var_np(fam.arrays(sets[k], ok)[1]), rel=1e-9)
+        assert vs["fve_train"]["value"] == pytest.approx(
+            1 - fam.nmse_mean(sets[k], ok) / TRAIN_VAR, rel=1e-9
+        )
+        assert a["fve_own"]["value"] != pytest.approx(vs["fve_own"]["value"], rel=1e-3)
         shared = [x for x in ok if x in g_ok]
         d = a["diff_vs_greedy"]
         assert d["n"] == len(shared)
         assert d["value"] == pytest.approx(
             fam.diff(sets[k], shared, sets["greedy"], shared), rel=1e-9
         )
+        assert d["train"]["value"] == pytest.approx(
+            fam.diff_train(sets[k], shared, sets["greedy"], shared), rel=1e-9
+        )
     # noise grows with k in the fixture: layer 3 is farther from layer K than layer 1
     assert f["adjacent"]["3"]["cos_to_layer"]["value"] < f["adjacent"]["1"]["cos_to_layer"]["value"]
-    # greedy's four; per adjacent layer four, cos, inter-layer nmse and the paired difference
-    # with its fve_train difference
-    assert check_intervals(data) == 4 + 2 * 8
+    # greedy's four (fve_train included); per adjacent layer the headline's three (no
+    # fve_train), vs_layer_K's four, cos, inter-layer nmse and the paired difference with its
+    # fve_train difference
+    assert check_intervals(data) == 4 + 2 * (3 + 4 + 2 + 2)
+
+
+# Two-dimensional vectors, one document per row, so every figure is computed by hand below.
+#            v_K (gold of the scores)  v_k (layer k = 1)   greedy pred   greedy_L1 pred
+# row 0      (1, 0)                    (1, 0)              (1, 0)        (1, 0)
+# row 1      (0, 1)                    (1, 0)              (1, 1)        (1, 1)
+# row 2      (-1, 0)                   (0, 1)              (-1, 0)       (0, 1)
+# row 3      (0, -1)                   (0, 1)              (0, -1)       tag failure
+HAND_VK = [[1, 0], [0, 1], [-1, 0], [0, -1]]
+HAND_V1 = [[1, 0], [1, 0], [0, 1], [0, 1]]
+HAND_PRED = {"greedy": [[1, 0], [1, 1], [-1, 0], [0, -1]], "greedy_L1": [[1, 0], [1, 1], [0, 1]]}
+HAND_TRAIN_VAR = 0.5
+
+
+def write_hand_layers(root: Path, v1=HAND_V1) -> dict:
+    docs = [f"d{r}" for r in range(4)]
+    acts = str(root / "acts.parquet")
+    write_table(
+        acts,
+        pa.table(
+            {
+                "doc_id": pa.array(docs, pa.string()),
+                "activation_vector": vectors_to_arrow(np.array(HAND_VK, dtype=np.float32)),
+                "activation_vector_L1": vectors_to_arrow(np.array(v1, dtype=np.float32)),
+            }
+        ),
+    )
+    cells = {}
+    for cond, preds in HAND_PRED.items():
+        ok = np.array([r < len(preds) for r in range(4)])
+        pred = np.zeros((4, 2), dtype=np.float32)
+        pred[: len(preds)] = preds
+        nmse = [float(x) for x in nmse_np(pred[ok], np.array(HAND_VK, dtype=np.float32)[ok])]
+        path = str(root / f"{cond}.parquet")
+        write_table(
+            path,
+            pa.table(
+                {
+                    "row": pa.array(range(4), pa.int64()),
+                    "doc_id": pa.array(docs, pa.string()),
+                    "sample": pa.array([0] * 4, pa.int64()),
+                    "tag_failure": pa.array((~ok).tolist()),
+                    "decode_error": pa.array([False] * 4),
+                    "nmse": pa.array(nmse + [None] * int((~ok).sum()), pa.float64()),
+                    "pred_vector": vectors_to_arrow(pred, ok),
+                }
+            ),
+        )
+        cells[f"f/{cond}"] = {"scores": [path], "gold": [acts], "acts": [acts]}
+    return {
+        "families": ["f"],
+        "metrics": METRICS,
+        "settings": {},
+        "train_var": {"f": HAND_TRAIN_VAR},
+        "layers": {"f": [2, 1]},
+        "cells": cells,
+    }
+
+
+def test_layers_headline_is_v_k_against_itself_by_hand(tmp_path):
+    spec = write_hand_layers(tmp_path)
+    f = E.layers(spec)["families"]["f"]
+    a = f["adjacent"]["1"]
+    r2 = math.sqrt(2)
+    # headline, scored rows 0-2 against v_1: nmse = 2(1 - cos) = 0, 2 - √2 (cos 1/√2), 0;
+    # mean (2 - √2)/3. Var of v_1's v_nrm rows (√2,0), (√2,0), (0,√2): mu = (2√2/3, √2/3),
+    # Var = 1 - |mu|²/d = 1 - (10/9)/2 = 4/9. fve_own = 1 - 3(2 - √2)/4 = (3√2 - 2)/4 ≈ 0.5607
+    assert (a["n"], a["tag_failures"]) == (3, 1)
+    assert a["var_own"] == pytest.approx(4 / 9, rel=1e-12)
+    assert a["nmse_mean"]["value"] == pytest.approx((2 - r2) / 3, rel=1e-6)
+    assert a["cos_mean"]["value"] == pytest.approx((2 + 1 / r2) / 3, rel=1e-6)
+    assert a["fve_own"]["value"] == pytest.approx((3 * r2 - 2) / 4, rel=1e-6)
+    assert a["fve_train"] is None
+    # secondary, against v_K: nmse 0, 2 - √2 (cos((1,1),(0,1)) = 1/√2), 2 ((0,1) ⟂ (-1,0));
+    # mean (4 - √2)/3. Var of v_K's rows (√2,0), (0,√2), (-√2,0): mu = (0, √2/3), Var = 1 - 1/9
+    # = 8/9. fve_own = 1 - 3(4 - √2)/8 = (3√2 - 4)/8 ≈ 0.0303; fve_train (Var 0.5) =
+    # 1 - 2(4 - √2)/3 = (2√2 - 5)/3
+    vs = a["vs_layer_K"]
+    assert vs["n"] == 3
+    assert vs["var_own"] == pytest.approx(8 / 9, rel=1e-12)
+    assert vs["nmse_mean"]["value"] == pytest.approx((4 - r2) / 3, rel=1e-6)
+    assert vs["fve_own"]["value"] == pytest.approx((3 * r2 - 4) / 8, rel=1e-5)
+    assert vs["fve_train"]["value"] == pytest.approx((2 * r2 - 5) / 3, rel=1e-6)
+    # cos(v_1, v_K) over all four rows: 1, 0, 0, -1 -> 0; inter-layer nmse 0, 2, 2, 4 -> 2
+    assert a["cos_to_layer"]["value"] == pytest.approx(0.0, abs=1e-7)
+    assert a["inter_layer_nmse"]["value"] == pytest.approx(2.0, rel=1e-7)
+    # greedy at K: nmse 0, 2 - √2, 0, 0 -> intrinsic (2 - √2)/4; the bound adds 2
+    assert a["intrinsic_nmse"] == pytest.approx((2 - r2) / 4, rel=1e-6)
+    assert a["additive_bound_nmse"] == pytest.approx((2 - r2) / 4 + 2, rel=1e-6)
+    # diff vs greedy on rows 0-2 (both against v_K): greedy nmse 0, 2 - √2, 0 minus L1's
+    # 0, 2 - √2, 2 -> mean -2/3, over greedy's Var 8/9 -> -3/4; over the train Var 0.5 -> -4/3
+    d = a["diff_vs_greedy"]
+    assert d["n"] == 3
+    assert d["value"] == pytest.approx(-0.75, rel=1e-6)
+    assert d["train"]["value"] == pytest.approx(-4 / 3, rel=1e-6)
+
+
+def test_layers_headline_rejects_inputs_that_disagree(tmp_path):
+    # a scored row whose layer-1 vector is zero: its decode injected that vector, impossible
+    spec = write_hand_layers(tmp_path, v1=[[1, 0], [0, 0], [0, 1], [0, 1]])
+    with pytest.raises(
+        DataError, match=r"acts.parquet: row 1 has an unusable activation_vector_L1"
+    ):
+        E.layers(spec)
+    # the layer-1 cell reading another document's activations
+    spec = write_hand_layers(tmp_path)
+    other = tmp_path / "other.parquet"
+    t = read_table(spec["cells"]["f/greedy_L1"]["acts"][0])
+    write_table(other, t.set_column(0, "doc_id", pa.array(["x0", "x1", "x2", "x3"])))
+    spec["cells"]["f/greedy_L1"]["acts"] = [str(other)]
+    with pytest.raises(DataError, match=r"other.parquet: row 0 does not hold 'd0'"):
+        E.layers(spec)
 
 
 def test_experiments_registry():

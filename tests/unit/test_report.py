@@ -250,7 +250,8 @@ def best_of_n() -> dict:
 
 def layers() -> dict:
     adj = {
-        **fid(0.2, 0.1, 0.3),
+        **fid(0.2, 0.1, 0.3, train=False),
+        "vs_layer_K": fid(0.15, 0.05, 0.25),
         "cos_to_layer": iv(0.9, 0.88, 0.92, n=20),
         "inter_layer_nmse": iv(0.2, 0.18, 0.22, n=20),
         "intrinsic_nmse": 0.25,
@@ -716,13 +717,19 @@ def test_html_other_experiment_rows(page):
     ]
     assert find_row(sec, "gemma", "best of 2")[5] == "0.450 [0.350, 0.550]"
     assert find_row(sec, "gemma", "best of 10")[4:6] == ["—", "—"]
-    assert find_row(section(page, "layers"), "gemma", "1")[-5:] == [
-        "0.900 [0.880, 0.920]",
-        "0.200 [0.180, 0.220]",
-        "0.250",
-        "0.450",
-        "-0.300 [-0.400, -0.200]",
-    ]
+    (layer_k, adj) = [r for r in keyed_rows(section(page, "layers")) if r["family"] == "gemma"][:2]
+    assert layer_k["input layer (through the layer-K NLA)"] == "2 (own)"
+    assert layer_k["fve_own (own gold)"] == layer_k["fve_own vs v_K"] == "0.500 [0.450, 0.550]"
+    assert layer_k["cos to layer K"] == "—"
+    assert adj["input layer (through the layer-K NLA)"] == "1"
+    assert adj["fve_own (own gold)"] == "0.200 [0.100, 0.300]"
+    assert adj["Var own"] == "0.500"
+    assert adj["fve_own vs v_K"] == "0.150 [0.050, 0.250]"
+    assert adj["nmse vs v_K"] == "0.250 [0.200, 0.300]"
+    assert adj["cos to layer K"] == "0.900 [0.880, 0.920]"
+    assert adj["inter-layer nmse"] == "0.200 [0.180, 0.220]"
+    assert (adj["intrinsic nmse"], adj["additive bound nmse"]) == ("0.250", "0.450")
+    assert adj["Δfve_own vs greedy (vs v_K)"] == "-0.300 [-0.400, -0.200]"
     sec = section(page, "transfer_matrix")
     assert find_row(sec, "gemma", "0.700 [0.650, 0.750] (null 0.010)")
     assert find_row(sec, "qwen", "— (null —)")

@@ -859,13 +859,25 @@ def _html_best_of_n(data: dict) -> str:
 
 
 def _html_layers(data: dict) -> str:
+    """One row per input layer: the layer-K greedy row, then each adjacent layer k with its
+    headline (the round trip of v_k scored against v_k itself, Var of the v_k set), its scores
+    against v_K beside it, the geometry between the layers and the paired difference."""
+    own = (
+        ("n", "n"),
+        ("tag_failures", "tag failures"),
+        ("fve_own", "fve_own (own gold)"),
+        ("nmse_mean", "nmse mean"),
+        ("cos_mean", "cos mean"),
+        ("var_own", "Var own"),
+    )
     rows = []
     for fam, fe in _d(data.get("families")).items():
         k = _get(fe, "layer")
         g = _get(fe, "greedy")
         rows.append(
-            [fam, f"{fmt(k)} (own)", *_fid(g, FIDELITY_COLUMNS[:3]), _get(g, "nmse_mean")]
-            + [None] * 5
+            [fam, f"{fmt(k)} (own)", *_fid(g, own), None, _get(g, "fve_own")]
+            + [_get(g, "nmse_mean")]
+            + [None] * 4
         )
         adj = _d(_get(fe, "adjacent"))
         for layer in _numeric_order(list(adj)):
@@ -874,9 +886,10 @@ def _html_layers(data: dict) -> str:
                 [
                     fam,
                     layer,
-                    *_fid(e, FIDELITY_COLUMNS[:3]),
-                    _get(e, "nmse_mean"),
+                    *_fid(e, own),
                     _get(e, "cos_to_layer"),
+                    _get(e, "vs_layer_K", "fve_own"),
+                    _get(e, "vs_layer_K", "nmse_mean"),
                     _get(e, "inter_layer_nmse"),
                     _get(e, "intrinsic_nmse"),
                     _get(e, "additive_bound_nmse"),
@@ -885,16 +898,22 @@ def _html_layers(data: dict) -> str:
             )
     headers = [
         "family",
-        "layer through the layer-K NLA",
-        *_heads(FIDELITY_COLUMNS[:3]),
-        "nmse mean",
+        "input layer (through the layer-K NLA)",
+        *_heads(own),
         "cos to layer K",
+        "fve_own vs v_K",
+        "nmse vs v_K",
         "inter-layer nmse",
         "intrinsic nmse",
         "additive bound nmse",
-        "Δfve_own vs greedy",
+        "Δfve_own vs greedy (vs v_K)",
     ]
-    return _table(headers, rows, 2)
+    note = (
+        '<p class="note">Each input layer is scored against its own vector with the Var of its '
+        "own vector set (fve_own (own gold)); the columns vs v_K score the same predictions "
+        "against the layer-K vector.</p>"
+    )
+    return note + _table(headers, rows, 2)
 
 
 def _html_transfer_matrix(data: dict) -> str:
