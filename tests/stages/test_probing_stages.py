@@ -546,7 +546,7 @@ def decode_row(row: int, explanation: str | None, error: str | None = None) -> d
 def decodes(tmp_path) -> Path:
     rows = [
         decode_row(0, 'The word "cat" appears here.'),
-        decode_row(1, 'Mentions "a" and "bb".'),
+        decode_row(1, 'Mentions "a" and *bb*.'),  # a quoted span and a hatch (kept)
         decode_row(2, None),  # tag failure
         decode_row(3, None, error="RuntimeError: out of memory"),
     ]
@@ -570,18 +570,22 @@ def test_redact_cli_edits_explanations(decodes, tmp_path):
         "error",
         "n_spans",
         "span_chars",
+        "n_hatches",
+        "hatch_chars",
         "total_chars",
     ]
     assert t.column("row").to_pylist() == [0, 1, 2, 3]
     assert t.column("explanation").to_pylist() == [
         "The word appears here.",
-        "Mentions and.",
+        "Mentions and *bb*.",
         None,
         None,
     ]
     assert t.column("error").to_pylist() == [None, None, None, "RuntimeError: out of memory"]
-    assert t.column("n_spans").to_pylist() == [1, 2, None, None]
-    assert t.column("span_chars").to_pylist() == [5, 7, None, None]
+    assert t.column("n_spans").to_pylist() == [1, 1, None, None]
+    assert t.column("span_chars").to_pylist() == [5, 3, None, None]
+    assert t.column("n_hatches").to_pylist() == [0, 1, None, None]
+    assert t.column("hatch_chars").to_pylist() == [0, 4, None, None]
     assert t.column("total_chars").to_pylist() == [28, 22, None, None]
     meta = t.schema.metadata
     assert json.loads(meta[C.DECODE_META_KEY.encode()]) == {"cond": "greedy", "n_rows": 4}
@@ -590,8 +594,10 @@ def test_redact_cli_edits_explanations(decodes, tmp_path):
         "variant": "prose_only",
         "n_rows": 4,
         "n_explanations": 2,
-        "n_spans": 3,
-        "span_chars": 12,
+        "n_spans": 2,
+        "span_chars": 8,
+        "n_hatches": 1,
+        "hatch_chars": 4,
         "total_chars": 50,
     }
 

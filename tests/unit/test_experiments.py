@@ -253,6 +253,10 @@ class Fam:
         var = var_np(self.arrays(b, b_keys)[1])
         return (self.nmse_mean(b, b_keys) - self.nmse_mean(a, a_keys)) / var
 
+    def diff_train(self, a: ScoredSet, a_keys, b: ScoredSet, b_keys) -> float:
+        """fve_train(a) - fve_train(b) on paired keys: the training Var as the denominator."""
+        return (self.nmse_mean(b, b_keys) - self.nmse_mean(a, a_keys)) / TRAIN_VAR
+
 
 def spec_of(key: str, cells: dict, **extra) -> dict:
     return {
@@ -326,6 +330,31 @@ def test_paired_fve_diff_by_hand():
     rev = E.paired_fve_diff(b, a, spec)
     assert rev["value"] == pytest.approx(-(0.7 / 3) / var_np(ga[[0, 1, 5]]), rel=1e-9)
     assert E.paired_fve_diff(a, b, spec) == out
+    assert out["train"] is None  # no training Var in this spec
+
+
+def test_paired_fve_diff_gives_the_fve_train_difference_by_hand():
+    g = (np.random.default_rng(4).normal(size=(4, D)) + 0.5).astype(np.float32)
+    keys, docs = [(0, 0), (0, 1), (0, 2), (0, 3)], ["d0", "d0", "d1", "d2"]
+    a = rows_of(keys, [0.10, 0.20, 0.30, 0.40], g, docs)
+    b = rows_of(keys, [0.30, 0.30, 0.50, 0.20], g, docs)
+    spec = {"metrics": METRICS, "train_var": {"f": 0.25, "other": None}}
+    out = E.paired_fve_diff(a, b, spec, "f")
+    # by hand: mean nmse_a = 1.0 / 4 = 0.25, mean nmse_b = 1.3 / 4 = 0.325;
+    # fve_train_a - fve_train_b = (1 - 0.25 / 0.25) - (1 - 0.325 / 0.25) = 0.075 / 0.25 = 0.3
+    t = out["train"]
+    assert t["value"] == pytest.approx(0.3, rel=1e-12)
+    assert (t["n"], t["var_train"]) == (4, 0.25)
+    # the fve_own difference divides the same 0.075 by b's own Var
+    var = var_np(g)
+    assert out["value"] == pytest.approx(0.075 / var, rel=1e-9)
+    # same resamples, fixed denominators: the bounds scale by var / var_train
+    assert t["lo"] == pytest.approx(out["lo"] * var / 0.25, rel=1e-9)
+    assert t["hi"] == pytest.approx(out["hi"] * var / 0.25, rel=1e-9)
+    assert t["lo"] <= t["value"] <= t["hi"]
+    # no family, or a family without a training Var: no train entry
+    assert E.paired_fve_diff(a, b, spec)["train"] is None
+    assert E.paired_fve_diff(a, b, spec, "other")["train"] is None
 
 
 def test_paired_fve_diff_needs_two_shared_rows():
@@ -339,7 +368,10 @@ def test_paired_fve_diff_needs_two_shared_rows():
         "hi": None,
         "n": 1,
         "var": None,
+        "train": None,
     }
+    with_train = E.paired_fve_diff(a, b, {**spec, "train_var": {"f": 0.5}}, "f")
+    assert with_train["train"] == {"value": None, "lo": None, "hi": None, "n": 1, "var_train": 0.5}
     c = rows_of([(1, 0), (1, 1)], [0.1, 0.2], g[:2], ["a", "b"])
     assert E.paired_fve_diff(a, c, spec)["n"] == 0
 
@@ -527,9 +559,14 @@ def test_quote_ablation_by_hand(qa):
     assert diff["n"] == 5
     assert diff["var"] == pytest.approx(var_np(fam.arrays(g, shared)[1]), rel=1e-9)
     assert diff["value"] == pytest.approx(fam.diff(sets["ban_dq_sq"], shared, g, shared), rel=1e-9)
-    # per condition nmse_mean, cos_mean, fve_own, fve_train and two shares; two paired diffs;
-    # four in each hatch subset
-    assert check_intervals(data) == 3 * 6 + 2 + 2 * 4
+    train = diff["train"]
+    assert (train["n"], train["var_train"]) == (5, TRAIN_VAR)
+    assert train["value"] == pytest.approx(
+        fam.diff_train(sets["ban_dq_sq"], shared, g, shared), rel=1e-9
+    )
+    # per condition nmse_mean, cos_mean, fve_own, fve_train and two shares; two paired diffs,
+    # each with its fve_train difference; four in each hatch subset
+    assert check_intervals(data) == 3 * 6 + 2 * 2 + 2 * 4
 
 
 def test_quote_ablation_hatch_subsets(qa):
@@ -735,14 +772,16 @@ RD_EXPL = {
     (1, 2): None,
     (1, 3): "Says *x* and **y**.",
 }
-# n_spans, span_chars, total_chars of each explanation, by hand
+# n_spans, span_chars (quoted spans: double, single, corner), n_hatches, hatch_chars (italic,
+# cued paren, em dash: counted apart), total_chars of each explanation, by hand:
+# (1,0): 「for i」 7 is a quoted span, "— twice —" 9 a hatch; (1,3): *x* 3 and **y** 5, hatches
 RD_STATS = {
-    (0, 0): (1, 10, 36),
-    (0, 2): (2, 6, 24),
-    (0, 3): (0, 0, 24),
-    (1, 0): (2, 16, 32),
-    (1, 1): (1, 7, 15),
-    (1, 3): (2, 8, 19),
+    (0, 0): (1, 10, 0, 0, 36),
+    (0, 2): (2, 6, 0, 0, 24),
+    (0, 3): (0, 0, 0, 0, 24),
+    (1, 0): (1, 7, 1, 9, 32),
+    (1, 1): (1, 7, 0, 0, 15),
+    (1, 3): (0, 0, 2, 8, 19),
 }
 RD_VARIANTS = ("full", "prose_only", "spans_redacted", "spans_only_bare")
 
@@ -764,23 +803,33 @@ def rd(tmp_path):
 
 
 def test_redaction_span_statistics_by_hand(rd):
-    for k, (n, chars, total) in RD_STATS.items():
+    for k, (n, chars, nh, hchars, total) in RD_STATS.items():
         assert spans.span_stats(RD_EXPL[k]) == {
             "n_spans": n,
             "span_chars": chars,
+            "n_hatches": nh,
+            "hatch_chars": hchars,
             "total_chars": total,
         }
         assert len(RD_EXPL[k]) == total
     _, _, spec = rd
     data = same_twice(E.redaction, spec)
     assert data["variants"] == list(spans.REDACTION_VARIANTS)
+    assert data["span_kinds"] == ["double", "single", "corner"]
+    assert data["hatch_kinds"] == ["italic", "paren", "emdash"]
     s = data["families"]["f"]["spans"]
-    # 6 explanations: spans 1 2 0 2 1 2; characters 10+6+0+16+7+8 = 47 of 36+24+24+32+15+19 = 150
-    assert s["mean_spans_per_decode"]["value"] == pytest.approx(8 / 6)
+    # 6 explanations: quoted spans 1 2 0 1 1 0; their characters 10+6+0+7+7+0 = 30 of
+    # 36+24+24+32+15+19 = 150
+    assert s["mean_spans_per_decode"]["value"] == pytest.approx(5 / 6)
     assert s["mean_spans_per_decode"]["n"] == 6
-    assert s["share_chars_in_spans"]["value"] == pytest.approx(47 / 150)
-    assert s["share_decodes_with_spans"]["value"] == pytest.approx(5 / 6)
-    assert check_intervals(s) == 3
+    assert s["share_chars_in_spans"]["value"] == pytest.approx(30 / 150)
+    assert s["share_decodes_with_spans"]["value"] == pytest.approx(4 / 6)
+    # hatches 0 0 0 1 0 2; their characters 9 + 8 = 17 of 150
+    assert s["mean_hatches_per_decode"]["value"] == pytest.approx(3 / 6)
+    assert s["mean_hatches_per_decode"]["n"] == 6
+    assert s["share_chars_in_hatches"]["value"] == pytest.approx(17 / 150)
+    assert s["share_decodes_with_hatches"]["value"] == pytest.approx(2 / 6)
+    assert check_intervals(s) == 6
 
 
 def test_redaction_variants_by_hand(rd):
@@ -803,8 +852,15 @@ def test_redaction_variants_by_hand(rd):
         assert d["value"] == pytest.approx(
             out[v]["fve_own"]["value"] - out["full"]["fve_own"]["value"], rel=1e-9
         )  # same rows, same gold: the paired difference is the difference of fve_own
-    # nmse_mean, cos_mean, fve_own, fve_train per variant; three paired differences
-    assert check_intervals(out) == 4 * 4 + 3
+        t = d["train"]
+        assert (t["n"], t["var_train"]) == (6, TRAIN_VAR)
+        assert t["value"] == pytest.approx(fam.diff_train(sets[v], ok, sets["full"], ok), rel=1e-9)
+        assert t["value"] == pytest.approx(
+            out[v]["fve_train"]["value"] - out["full"]["fve_train"]["value"], rel=1e-9
+        )  # and likewise of fve_train
+    # nmse_mean, cos_mean, fve_own, fve_train per variant; three paired differences, each with
+    # its fve_train difference
+    assert check_intervals(out) == 4 * 4 + 2 * 3
 
 
 # ----------------------------------------------------------------------------- E5 best-of-N
@@ -860,14 +916,18 @@ def test_best_of_n_by_hand(bo):
         assert d["value"] == pytest.approx(
             fam.diff(samples, shared, greedy, [(*k[:2], 0) for k in shared]), rel=1e-9
         )
+        assert d["train"]["value"] == pytest.approx(
+            fam.diff_train(samples, shared, greedy, [(*k[:2], 0) for k in shared]), rel=1e-9
+        )
     # mean over samples: every scored sample, gold repeated per sample
     every = [k for k in samples.status if samples.status[k] == "ok"]
     assert len(every) == 10
     m = f["mean_over_samples"]
     assert (m["n"], m["n_rows"], m["tag_failures"], m["decode_errors"]) == (10, 16, 4, 2)
     assert m["fve_own"]["value"] == pytest.approx(fam.fve(samples, every), rel=1e-9)
-    # nmse_mean, cos_mean, fve_own, fve_train of greedy, each best-of and the mean; two diffs
-    assert check_intervals(data) == 4 * 4 + 2
+    # nmse_mean, cos_mean, fve_own, fve_train of greedy, each best-of and the mean; two diffs,
+    # each with its fve_train difference
+    assert check_intervals(data) == 4 * 4 + 2 * 2
 
 
 # ----------------------------------------------------------------------------- E6 layers
@@ -881,8 +941,8 @@ def ly(tmp_path):
     l3 = fam.score("greedy_L3", {}, scale=1.2)
     cells = {
         "f/greedy": fam.cell(greedy, acts=fam.acts),
-        "f/greedy_L1": fam.cell(l1),
-        "f/greedy_L3": fam.cell(l3),
+        "f/greedy_L1": fam.cell(l1, acts=fam.acts),
+        "f/greedy_L3": fam.cell(l3, acts=fam.acts),
     }
     return fam, {"greedy": greedy, 1: l1, 3: l3}, spec_of("cells", cells, layers={"f": [2, 1, 3]})
 
@@ -909,18 +969,154 @@ def test_layers_by_hand(ly):
         assert a["intrinsic_nmse"] == pytest.approx(intrinsic, rel=1e-9)
         assert a["additive_bound_nmse"] == pytest.approx(intrinsic + inter.mean(), rel=1e-9)
         ok = [x for x in ALL0 if x[:2] not in (tag, ERROR_ROW)]
-        assert a["n"] == len(ok)
-        assert a["fve_own"]["value"] == pytest.approx(fam.fve(sets[k], ok), rel=1e-9)
+        # headline: the predictions against each row's own layer-k vector, Var of those v_k
+        pred = np.stack([sets[k].pred[x] for x in ok])
+        own_gold = np.stack([fam.layer[k][x[0]][x[1]] for x in ok])
+        own_nmse = nmse_np(pred, own_gold)
+        assert a["n"] == len(ok) and a["tag_failures"] == (tag is not None)
+        assert a["var_own"] == pytest.approx(var_np(own_gold), rel=1e-9)
+        assert a["nmse_mean"]["value"] == pytest.approx(own_nmse.mean(), rel=1e-9)
+        assert a["cos_mean"]["value"] == pytest.approx(cos_np(pred, own_gold).mean(), rel=1e-9)
+        assert a["fve_own"]["value"] == pytest.approx(
+            1 - own_nmse.mean() / var_np(own_gold), rel=1e-9
+        )
+        assert a["var_train"] is None and a["fve_train"] is None  # layer K's Var does not apply
+        # secondary: the same predictions against v_K (the score shards' gold)
+        vs = a["vs_layer_K"]
+        assert vs["n"] == len(ok)
+        assert vs["fve_own"]["value"] == pytest.approx(fam.fve(sets[k], ok), rel=1e-9)
+        assert vs["var_own"] == pytest.approx(var_np(fam.arrays(sets[k], ok)[1]), rel=1e-9)
+        assert vs["fve_train"]["value"] == pytest.approx(
+            1 - fam.nmse_mean(sets[k], ok) / TRAIN_VAR, rel=1e-9
+        )
+        assert a["fve_own"]["value"] != pytest.approx(vs["fve_own"]["value"], rel=1e-3)
         shared = [x for x in ok if x in g_ok]
         d = a["diff_vs_greedy"]
         assert d["n"] == len(shared)
         assert d["value"] == pytest.approx(
             fam.diff(sets[k], shared, sets["greedy"], shared), rel=1e-9
         )
+        assert d["train"]["value"] == pytest.approx(
+            fam.diff_train(sets[k], shared, sets["greedy"], shared), rel=1e-9
+        )
     # noise grows with k in the fixture: layer 3 is farther from layer K than layer 1
     assert f["adjacent"]["3"]["cos_to_layer"]["value"] < f["adjacent"]["1"]["cos_to_layer"]["value"]
-    # greedy's four; per adjacent layer four, cos, inter-layer nmse and the paired difference
-    assert check_intervals(data) == 4 + 2 * 7
+    # greedy's four (fve_train included); per adjacent layer the headline's three (no
+    # fve_train), vs_layer_K's four, cos, inter-layer nmse and the paired difference with its
+    # fve_train difference
+    assert check_intervals(data) == 4 + 2 * (3 + 4 + 2 + 2)
+
+
+# Two-dimensional vectors, one document per row, so every figure is computed by hand below.
+#            v_K (gold of the scores)  v_k (layer k = 1)   greedy pred   greedy_L1 pred
+# row 0      (1, 0)                    (1, 0)              (1, 0)        (1, 0)
+# row 1      (0, 1)                    (1, 0)              (1, 1)        (1, 1)
+# row 2      (-1, 0)                   (0, 1)              (-1, 0)       (0, 1)
+# row 3      (0, -1)                   (0, 1)              (0, -1)       tag failure
+HAND_VK = [[1, 0], [0, 1], [-1, 0], [0, -1]]
+HAND_V1 = [[1, 0], [1, 0], [0, 1], [0, 1]]
+HAND_PRED = {"greedy": [[1, 0], [1, 1], [-1, 0], [0, -1]], "greedy_L1": [[1, 0], [1, 1], [0, 1]]}
+HAND_TRAIN_VAR = 0.5
+
+
+def write_hand_layers(root: Path, v1=HAND_V1) -> dict:
+    docs = [f"d{r}" for r in range(4)]
+    acts = str(root / "acts.parquet")
+    write_table(
+        acts,
+        pa.table(
+            {
+                "doc_id": pa.array(docs, pa.string()),
+                "activation_vector": vectors_to_arrow(np.array(HAND_VK, dtype=np.float32)),
+                "activation_vector_L1": vectors_to_arrow(np.array(v1, dtype=np.float32)),
+            }
+        ),
+    )
+    cells = {}
+    for cond, preds in HAND_PRED.items():
+        ok = np.array([r < len(preds) for r in range(4)])
+        pred = np.zeros((4, 2), dtype=np.float32)
+        pred[: len(preds)] = preds
+        nmse = [float(x) for x in nmse_np(pred[ok], np.array(HAND_VK, dtype=np.float32)[ok])]
+        path = str(root / f"{cond}.parquet")
+        write_table(
+            path,
+            pa.table(
+                {
+                    "row": pa.array(range(4), pa.int64()),
+                    "doc_id": pa.array(docs, pa.string()),
+                    "sample": pa.array([0] * 4, pa.int64()),
+                    "tag_failure": pa.array((~ok).tolist()),
+                    "decode_error": pa.array([False] * 4),
+                    "nmse": pa.array(nmse + [None] * int((~ok).sum()), pa.float64()),
+                    "pred_vector": vectors_to_arrow(pred, ok),
+                }
+            ),
+        )
+        cells[f"f/{cond}"] = {"scores": [path], "gold": [acts], "acts": [acts]}
+    return {
+        "families": ["f"],
+        "metrics": METRICS,
+        "settings": {},
+        "train_var": {"f": HAND_TRAIN_VAR},
+        "layers": {"f": [2, 1]},
+        "cells": cells,
+    }
+
+
+def test_layers_headline_is_v_k_against_itself_by_hand(tmp_path):
+    spec = write_hand_layers(tmp_path)
+    f = E.layers(spec)["families"]["f"]
+    a = f["adjacent"]["1"]
+    r2 = math.sqrt(2)
+    # headline, scored rows 0-2 against v_1: nmse = 2(1 - cos) = 0, 2 - √2 (cos 1/√2), 0;
+    # mean (2 - √2)/3. Var of v_1's v_nrm rows (√2,0), (√2,0), (0,√2): mu = (2√2/3, √2/3),
+    # Var = 1 - |mu|²/d = 1 - (10/9)/2 = 4/9. fve_own = 1 - 3(2 - √2)/4 = (3√2 - 2)/4 ≈ 0.5607
+    assert (a["n"], a["tag_failures"]) == (3, 1)
+    assert a["var_own"] == pytest.approx(4 / 9, rel=1e-12)
+    assert a["nmse_mean"]["value"] == pytest.approx((2 - r2) / 3, rel=1e-6)
+    assert a["cos_mean"]["value"] == pytest.approx((2 + 1 / r2) / 3, rel=1e-6)
+    assert a["fve_own"]["value"] == pytest.approx((3 * r2 - 2) / 4, rel=1e-6)
+    assert a["fve_train"] is None
+    # secondary, against v_K: nmse 0, 2 - √2 (cos((1,1),(0,1)) = 1/√2), 2 ((0,1) ⟂ (-1,0));
+    # mean (4 - √2)/3. Var of v_K's rows (√2,0), (0,√2), (-√2,0): mu = (0, √2/3), Var = 1 - 1/9
+    # = 8/9. fve_own = 1 - 3(4 - √2)/8 = (3√2 - 4)/8 ≈ 0.0303; fve_train (Var 0.5) =
+    # 1 - 2(4 - √2)/3 = (2√2 - 5)/3
+    vs = a["vs_layer_K"]
+    assert vs["n"] == 3
+    assert vs["var_own"] == pytest.approx(8 / 9, rel=1e-12)
+    assert vs["nmse_mean"]["value"] == pytest.approx((4 - r2) / 3, rel=1e-6)
+    assert vs["fve_own"]["value"] == pytest.approx((3 * r2 - 4) / 8, rel=1e-5)
+    assert vs["fve_train"]["value"] == pytest.approx((2 * r2 - 5) / 3, rel=1e-6)
+    # cos(v_1, v_K) over all four rows: 1, 0, 0, -1 -> 0; inter-layer nmse 0, 2, 2, 4 -> 2
+    assert a["cos_to_layer"]["value"] == pytest.approx(0.0, abs=1e-7)
+    assert a["inter_layer_nmse"]["value"] == pytest.approx(2.0, rel=1e-7)
+    # greedy at K: nmse 0, 2 - √2, 0, 0 -> intrinsic (2 - √2)/4; the bound adds 2
+    assert a["intrinsic_nmse"] == pytest.approx((2 - r2) / 4, rel=1e-6)
+    assert a["additive_bound_nmse"] == pytest.approx((2 - r2) / 4 + 2, rel=1e-6)
+    # diff vs greedy on rows 0-2 (both against v_K): greedy nmse 0, 2 - √2, 0 minus L1's
+    # 0, 2 - √2, 2 -> mean -2/3, over greedy's Var 8/9 -> -3/4; over the train Var 0.5 -> -4/3
+    d = a["diff_vs_greedy"]
+    assert d["n"] == 3
+    assert d["value"] == pytest.approx(-0.75, rel=1e-6)
+    assert d["train"]["value"] == pytest.approx(-4 / 3, rel=1e-6)
+
+
+def test_layers_headline_rejects_inputs_that_disagree(tmp_path):
+    # a scored row whose layer-1 vector is zero: its decode injected that vector, impossible
+    spec = write_hand_layers(tmp_path, v1=[[1, 0], [0, 0], [0, 1], [0, 1]])
+    with pytest.raises(
+        DataError, match=r"acts.parquet: row 1 has an unusable activation_vector_L1"
+    ):
+        E.layers(spec)
+    # the layer-1 cell reading another document's activations
+    spec = write_hand_layers(tmp_path)
+    other = tmp_path / "other.parquet"
+    t = read_table(spec["cells"]["f/greedy_L1"]["acts"][0])
+    write_table(other, t.set_column(0, "doc_id", pa.array(["x0", "x1", "x2", "x3"])))
+    spec["cells"]["f/greedy_L1"]["acts"] = [str(other)]
+    with pytest.raises(DataError, match=r"other.parquet: row 0 does not hold 'd0'"):
+        E.layers(spec)
 
 
 def test_experiments_registry():
@@ -969,7 +1165,8 @@ def test_a_condition_without_any_explanation_gives_null_figures(tmp_path):
     assert sq["share_single_quotes"] == {"value": None, "lo": None, "hi": None, "n": 0}
     assert sq["share_hatch"] == {"value": None, "lo": None, "hi": None, "n": 0}
     assert sq["hatch_kinds"] == {}
-    assert sq["diff_vs_greedy"] == {"value": None, "lo": None, "hi": None, "n": 0, "var": None}
+    none = {"value": None, "lo": None, "hi": None, "n": 0}
+    assert sq["diff_vs_greedy"] == {**none, "var": None, "train": {**none, "var_train": TRAIN_VAR}}
     assert (sq["hatch_using"]["n"], sq["hatch_using"]["n_rows"]) == (0, 0)
     assert (sq["hatch_free"]["n_rows"], sq["hatch_free"]["tag_failures"]) == (8, 7)
     assert sq["nmse_mean_strict"] == 2.0  # seven failures at nmse = 2, the error row uncounted

@@ -711,9 +711,14 @@ def test_experiment_specs_list_their_cells(name):
     lay = plan.aggregate_spec("layers")
     for f in fams:
         assert lay["layers"][f] == plan.layers(f)
-        assert lay["cells"][f"{f}/greedy"]["acts"] == [
-            plan.activation_shard(f, "eval", s) for s in shards
-        ]
+        conds = ["greedy", *[f"greedy_L{k}" for k in plan.layers(f)[1:]]]
+        assert sorted(c.split("/", 1)[1] for c in lay["cells"] if c.startswith(f"{f}/")) == sorted(
+            conds
+        )
+        for c in conds:  # every cell, adjacent ones included, reads the family's activations
+            assert lay["cells"][f"{f}/{c}"]["acts"] == [
+                plan.activation_shard(f, "eval", s) for s in shards
+            ]
     rs = plan.aggregate_spec("ridge_scaling")
     assert set(rs["directions"]) == {f"{a}_to_{b}" for a in fams for b in fams if a != b}
     assert rs["text_route"] == "results/transfer_matrix.json"

@@ -11,7 +11,7 @@ from nlaprobe import spans
 from nlaprobe.decode import DECODE_META_KEY, decode_table
 from nlaprobe.errors import ConfigError, DataError
 from nlaprobe.io import read_table, table_meta, write_table
-from nlaprobe.redact import COLUMNS, REDACT_META_KEY, redact_shard
+from nlaprobe.redact import COLUMNS, REDACT_META_KEY, STAT_COLUMNS, redact_shard
 
 META = {
     "condition": {"name": "greedy", "temperature": 0.0, "n_samples": 1, "banned_chars": ""},
@@ -23,16 +23,17 @@ META = {
 ROWS = [
     ('It says "hello world" and "bye".', None),  # two double-quoted spans
     ("The model's output: 'x = 1' here.", None),  # an apostrophe and one single-quoted span
-    ("A hatch: \u300cdef f\u300d appears.", None),  # a corner-bracket hatch
+    ("A hatch: \u300cdef f\u300d appears.", None),  # corner brackets: an E2 hatch, an E4 quote
     (None, None),  # tag failure
     (None, "vector row 4 is zero"),  # decode error
-    ("No spans at all.", None),
+    ("No quotes, only *this* hatch.", None),  # an unquoted hatch, kept by every variant
 ]
 DOC_IDS = ["doc:a", "doc:a", "doc:b", "doc:b", "doc:c", "doc:c"]
 
-# n_spans, span_chars (marks included), total_chars = len(text), counted by hand:
-# '"hello world"' 13 + '"bye"' 5; "'x = 1'" 7; '「def f」' 7; nothing
-STATS = [(2, 18, 32), (1, 7, 33), (1, 7, 25), None, None, (0, 0, 16)]
+# n_spans, span_chars (quoted spans, marks included), n_hatches, hatch_chars, total_chars =
+# len(text), counted by hand: '"hello world"' 13 + '"bye"' 5; "'x = 1'" 7; '「def f」' 7 (corner
+# brackets are a quote family); no quoted span but the hatch '*this*' 6
+STATS = [(2, 18, 0, 0, 32), (1, 7, 0, 0, 33), (1, 7, 0, 0, 25), None, None, (0, 0, 1, 6, 29)]
 
 
 def write_decodes(path: Path) -> str:
@@ -65,7 +66,7 @@ def test_hand_counts_agree_with_the_literal_lengths():
     # guards the hand-written table itself
     for (e, _), st in zip(ROWS, STATS, strict=True):
         if e is not None:
-            assert st[2] == len(e)
+            assert st[4] == len(e)
 
 
 @pytest.mark.parametrize("variant", spans.REDACTION_VARIANTS)
@@ -73,7 +74,7 @@ def test_every_variant_edits_each_explanation_as_spans_redact(decodes, tmp_path,
     out = tmp_path / "redacted" / variant / "shard-00000.parquet"
     summary = redact_shard(decodes, variant, str(out))
     t = read_table(out)
-    assert t.column_names == [*COLUMNS, "n_spans", "span_chars", "total_chars"]
+    assert t.column_names == [*COLUMNS, *STAT_COLUMNS]
     assert t.column("row").to_pylist() == [0, 1, 2, 3, 4, 5]
     assert t.column("doc_id").to_pylist() == DOC_IDS
     assert t.column("sample").to_pylist() == [0] * 6
@@ -83,16 +84,18 @@ def test_every_variant_edits_each_explanation_as_spans_redact(decodes, tmp_path,
     # a tag failure stays a tag failure; an error row stays without explanation
     assert t.column("explanation").to_pylist()[3] is None
     assert t.column("explanation").to_pylist()[4] is None
-    assert t.column("n_spans").to_pylist() == [s and s[0] for s in STATS]
-    assert t.column("span_chars").to_pylist() == [s and s[1] for s in STATS]
-    assert t.column("total_chars").to_pylist() == [s and s[2] for s in STATS]
+    assert STAT_COLUMNS == ("n_spans", "span_chars", "n_hatches", "hatch_chars", "total_chars")
+    for j, key in enumerate(STAT_COLUMNS):
+        assert t.column(key).to_pylist() == [s and s[j] for s in STATS], key
     expected_summary = {
         "variant": variant,
         "n_rows": 6,
         "n_explanations": 4,
-        "n_spans": 4,
-        "span_chars": 32,
-        "total_chars": 106,
+        "n_spans": 4,  # 2 + 1 + 1
+        "span_chars": 32,  # 18 + 7 + 7
+        "n_hatches": 1,
+        "hatch_chars": 6,
+        "total_chars": 119,  # 32 + 33 + 25 + 29
     }
     assert summary == expected_summary
     # the decode metadata is carried, so score reads the condition as from a decode shard
@@ -114,7 +117,7 @@ def test_edited_texts_by_hand(decodes, tmp_path):
         "A hatch: appears.",
         None,
         None,
-        "No spans at all.",
+        "No quotes, only *this* hatch.",
     ]
     assert edited("spans_redacted") == [
         "It says REDACTED and REDACTED.",
@@ -122,7 +125,7 @@ def test_edited_texts_by_hand(decodes, tmp_path):
         "A hatch: REDACTED appears.",
         None,
         None,
-        "No spans at all.",
+        "No quotes, only *this* hatch.",
     ]
     assert edited("spans_empty")[0] == 'It says "" and "".'
     assert edited("spans_ellipsis")[2] == "A hatch: \u2026 appears."
@@ -163,6 +166,7 @@ def test_decode_shard_without_metadata_gets_an_empty_decode_block(tmp_path):
     assert t.column("explanation").to_pylist() == ["a REDACTED c"]
     assert table_meta(t, DECODE_META_KEY) == {}
     assert summary["n_spans"] == 1 and summary["span_chars"] == 3 and summary["total_chars"] == 7
+    assert summary["n_hatches"] == 0 and summary["hatch_chars"] == 0
 
 
 def test_unknown_variant_raises_and_writes_nothing(decodes, tmp_path):

@@ -37,6 +37,20 @@ def iv(value, lo=None, hi=None, n=None) -> dict:
     return out
 
 
+def shifted(x: dict, by: float) -> dict:
+    """An Interval with its value and bounds moved by `by` (None stays None)."""
+    return {
+        k: (v + by if k in ("value", "lo", "hi") and v is not None else v) for k, v in x.items()
+    }
+
+
+def diff(value, lo, hi, *, train=True) -> dict:
+    """A paired difference of experiments.paired_fve_diff; its fve_train difference (the
+    "train" entry) is the fve_own one + 0.01."""
+    own = iv(value, lo, hi, n=20)
+    return {**own, "var": 0.5, "train": {**shifted(own, 0.01), "var_train": 0.5} if train else None}
+
+
 def fid(fve, lo=None, hi=None, *, n=20, tag_failures=0, train=True) -> dict:
     """A fidelity() dict; fve None gives the shape of the all-tag-failures case."""
     if fve is None:
@@ -68,7 +82,8 @@ def fid(fve, lo=None, hi=None, *, n=20, tag_failures=0, train=True) -> dict:
         "var_own": 0.5,
         "var_train": 0.5 if train else None,
         "fve_own": iv(fve, lo, hi),
-        "fve_train": iv(fve, lo, hi) if train else None,
+        # fve_train = fve_own + 0.1 here, so a table or figure shows which one it reads
+        "fve_train": shifted(iv(fve, lo, hi), 0.1) if train else None,
         "frac_fve_neg": 0.1,
         "frac_fve_gt_half": 0.6,
         "nmse_mean_strict": 0.3,
@@ -113,7 +128,7 @@ def quote_condition(fve, lo=None, hi=None, *, cond: str) -> dict:
         "share_single_quotes": iv(0.25, 0.1, 0.4, n=20),
         "share_hatch": iv(0.05, 0.0, 0.15, n=20),
         "hatch_kinds": {"corner": 1} if cond == "ban_dq_sq" else {},
-        "diff_vs_greedy": None if cond == "greedy" else iv(-0.1, -0.2, 0.0, n=20),
+        "diff_vs_greedy": None if cond == "greedy" else diff(-0.1, -0.2, 0.0),
     }
     if cond == "ban_dq_sq":
         out["hatch_using"] = fid(None)
@@ -171,28 +186,33 @@ VARIANTS = list(REDACTION_VARIANTS)
 
 
 def redaction() -> dict:
-    def var(fve, *b, diff=True):
-        return {**fid(fve, *b), "diff_vs_full": iv(-0.2, -0.3, -0.1, n=20) if diff else None}
+    def var(fve, *b, with_diff=True):
+        return {**fid(fve, *b), "diff_vs_full": diff(-0.2, -0.3, -0.1) if with_diff else None}
 
     spans = {
         "mean_spans_per_decode": iv(1.5, 1.0, 2.0, n=20),
         "share_chars_in_spans": iv(0.2, 0.1, 0.3, n=20),
         "share_decodes_with_spans": iv(0.7, 0.5, 0.9, n=20),
+        "mean_hatches_per_decode": iv(0.25, 0.1, 0.4, n=20),
+        "share_chars_in_hatches": iv(0.04, 0.01, 0.07, n=20),
+        "share_decodes_with_hatches": iv(0.15, 0.05, 0.25, n=20),
     }
     return {
         "variants": VARIANTS,
+        "span_kinds": ["double", "single", "corner"],
+        "hatch_kinds": ["italic", "paren", "emdash"],
         "families": {
             "gemma": {
                 "spans": spans,
                 "variants": {
-                    "full": var(0.5, 0.4, 0.6, diff=False),
+                    "full": var(0.5, 0.4, 0.6, with_diff=False),
                     "prose_only": var(0.3, 0.2, 0.4),
                     "spans_redacted": var(0.35, 0.25, 0.45),
                 },
             },
             "qwen": {
                 "spans": spans,
-                "variants": {"full": var(0.6, 0.5, 0.7, diff=False), "prose_only": var(None)},
+                "variants": {"full": var(0.6, 0.5, 0.7, with_diff=False), "prose_only": var(None)},
             },
         },
     }
@@ -200,7 +220,7 @@ def redaction() -> dict:
 
 def best_of_n() -> dict:
     def best(fve, *b):
-        return {**fid(fve, *b), "diff_vs_greedy": iv(0.05, 0.0, 0.1, n=20)}
+        return {**fid(fve, *b), "diff_vs_greedy": diff(0.05, 0.0, 0.1)}
 
     return {
         "ns": [1, 2, 10],
@@ -230,12 +250,13 @@ def best_of_n() -> dict:
 
 def layers() -> dict:
     adj = {
-        **fid(0.2, 0.1, 0.3),
+        **fid(0.2, 0.1, 0.3, train=False),
+        "vs_layer_K": fid(0.15, 0.05, 0.25),
         "cos_to_layer": iv(0.9, 0.88, 0.92, n=20),
         "inter_layer_nmse": iv(0.2, 0.18, 0.22, n=20),
         "intrinsic_nmse": 0.25,
         "additive_bound_nmse": 0.45,
-        "diff_vs_greedy": iv(-0.3, -0.4, -0.2, n=20),
+        "diff_vs_greedy": diff(-0.3, -0.4, -0.2),
     }
     return {
         "families": {"gemma": {"layer": 2, "greedy": fid(0.5), "adjacent": {"1": adj, "3": adj}}}
@@ -360,6 +381,12 @@ def find_row(page: str, *keys: str) -> list[str]:
     return hits[0]
 
 
+def keyed_rows(table: str) -> list[dict[str, str]]:
+    """The rows of one table as {header: cell}."""
+    header, *rows = table_rows(table)
+    return [dict(zip(header, r, strict=True)) for r in rows]
+
+
 def texts(ax) -> list[str]:
     return [t.get_text() for t in ax.texts]
 
@@ -425,36 +452,76 @@ def whiskers(ax) -> list[tuple[float, float]]:
     return sorted((round(s[0][1], 6), round(s[1][1], 6)) for s in segs)
 
 
-def test_figure_ban_conditions_bars_are_fve_own_per_family_and_condition(results):
+def without_train(results: dict) -> dict:
+    """A copy of `results` as written without any training Var: var_train, fve_train,
+    fve_train_strict and the "train" entry of every paired difference are null."""
+
+    def strip(x):
+        if isinstance(x, dict):
+            out = {k: strip(v) for k, v in x.items()}
+            for k in ("var_train", "fve_train", "fve_train_strict", "train"):
+                if k in out:
+                    out[k] = None
+            return out
+        if isinstance(x, list):
+            return [strip(v) for v in x]
+        return x
+
+    return strip(copy.deepcopy(results))
+
+
+def test_figure_ban_conditions_bars_fve_train_beside_fve_own(results):
     fig = R.figure_ban_conditions(results)
     assert isinstance(fig, Figure)
-    ax = fig.axes[0]
+    train, own = fig.axes
+    assert (train.get_ylabel(), own.get_ylabel()) == ("fve_train", "fve_own")
     # 6 (family, condition) pairs; gemma's ban_dq_sq is null: 5 bars, 1 "no data"
-    assert len(ax.patches) == 5
+    assert len(own.patches) == 5
+    assert bar_heights(own) == {"greedy": [0.5, 0.6], "ban_dq": [0.4, 0.55], "ban_dq_sq": [0.3]}
+    assert texts(own) == ["no data"]
+    # qwen's ban_dq has no fve_own interval: 4 whiskers
+    assert whiskers(own) == [(0.2, 0.4), (0.3, 0.5), (0.4, 0.6), (0.5, 0.7)]
+    assert [t.get_text() for t in own.get_xticklabels()] == ["gemma", "qwen"]
+    assert [t.get_text() for t in own.get_legend().get_texts()] == [
+        "greedy",
+        "ban_dq",
+        "ban_dq_sq",
+    ]
+    # fve_train = fve_own + 0.1 in the fixture; qwen's ban_dq has its fve_train interval
+    assert bar_heights(train) == {"greedy": [0.6, 0.7], "ban_dq": [0.5, 0.65], "ban_dq_sq": [0.4]}
+    assert texts(train) == ["no data"]
+    assert len(whiskers(train)) == 5
+
+
+def test_figure_ban_conditions_without_train_var_is_fve_own_only(results):
+    (ax,) = R.figure_ban_conditions(without_train(results)).axes
+    assert ax.get_ylabel() == "fve_own"
     assert bar_heights(ax) == {"greedy": [0.5, 0.6], "ban_dq": [0.4, 0.55], "ban_dq_sq": [0.3]}
-    assert texts(ax) == ["no data"]
-    # qwen's ban_dq has no interval: 4 whiskers
-    assert whiskers(ax) == [(0.2, 0.4), (0.3, 0.5), (0.4, 0.6), (0.5, 0.7)]
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["gemma", "qwen"]
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["greedy", "ban_dq", "ban_dq_sq"]
 
 
 def test_figure_redaction_bars_follow_the_variant_order(results):
     fig = R.figure_redaction(results)
-    ax = fig.axes[0]
-    assert len(ax.patches) == 4
-    assert bar_heights(ax) == {
+    train, own = fig.axes
+    assert (train.get_ylabel(), own.get_ylabel()) == ("fve_train", "fve_own")
+    assert len(own.patches) == 4
+    assert bar_heights(own) == {
         "full": [0.5, 0.6],
         "prose_only": [0.3],
         "spans_redacted": [0.35],
     }
-    assert texts(ax).count("no data") == 2  # qwen: prose_only null, spans_redacted absent
-    assert len(whiskers(ax)) == 4
+    assert texts(own).count("no data") == 2  # qwen: prose_only null, spans_redacted absent
+    assert len(whiskers(own)) == 4
+    assert bar_heights(train) == {"full": [0.6, 0.7], "prose_only": [0.4], "spans_redacted": [0.45]}
+    (alone,) = R.figure_redaction(without_train(results)).axes
+    assert alone.get_ylabel() == "fve_own"
+    assert bar_heights(alone) == bar_heights(own)
 
 
 def test_figure_best_of_n_lines(results):
     fig = R.figure_best_of_n(results)
-    gemma, qwen = fig.axes
+    # a row of fve_train panels, then a row of fve_own panels, one per family
+    gemma_train, qwen_train, gemma, qwen = fig.axes
+    assert [ax.get_ylabel() for ax in fig.axes] == ["fve_train"] * 2 + ["fve_own"] * 2
     # gemma: the curve (best of 10 is null), greedy, mean over samples
     curve, greedy, mean = gemma.lines
     assert list(curve.get_xdata()) == [1.0, 2.0]
@@ -466,6 +533,15 @@ def test_figure_best_of_n_lines(results):
     assert [ln.get_label() for ln in qwen.lines] == ["best of n", "mean over samples"]
     assert list(qwen.lines[0].get_xdata()) == [1.0, 2.0, 10.0]
     assert list(qwen.lines[0].get_ydata()) == [0.5, 0.6, 0.7]
+    # the same lines of fve_train (= fve_own + 0.1 in the fixture)
+    curve, greedy, mean = gemma_train.lines
+    assert list(curve.get_ydata()) == pytest.approx([0.5, 0.55])
+    assert list(greedy.get_ydata()) == pytest.approx([0.52, 0.52])
+    assert list(qwen_train.lines[0].get_ydata()) == pytest.approx([0.6, 0.7, 0.8])
+    # without a training Var: the fve_own row only
+    alone = R.figure_best_of_n(without_train(results)).axes
+    assert [ax.get_ylabel() for ax in alone] == ["fve_own", "fve_own"]
+    assert list(alone[0].lines[0].get_ydata()) == [0.4, 0.45]
 
 
 def test_figure_transfer_matrix_heatmap_and_cell_text(results):
@@ -549,26 +625,66 @@ def test_html_has_a_section_and_tables_for_every_aggregate(page, results):
 def test_html_baseline_rows(page):
     page = section(page, "fve_baseline")
     gemma = find_row(page, "gemma", "20", "0", "0.523 [0.401, 0.612]")
-    assert gemma[3:6] == ["0.523 [0.401, 0.612]", "0.523 [0.401, 0.612]", "0.250 [0.200, 0.300]"]
+    assert gemma[3:6] == ["0.523 [0.401, 0.612]", "0.623 [0.501, 0.712]", "0.250 [0.200, 0.300]"]
     qwen = find_row(page, "qwen", "0", "20")
     assert qwen[3:5] == ["—", "—"]
 
 
 def test_html_quote_ablation_rows(page):
     sec = section(page, "quote_ablation")
-    # one row per family x condition, greedy first
+    # one row per family x condition, greedy first; fve_train with fve_own beside it
     header, *rows = table_rows(tables(sec)[0])
-    assert header[:5] == ["family", "condition", "n", "tag failures", "fve_own"]
+    assert header[:6] == ["family", "condition", "n", "tag failures", "fve_train", "fve_own"]
+    assert header[-2:] == ["Δfve_train vs greedy", "Δfve_own vs greedy"]
     assert [r[:2] for r in rows] == [
         [f, c] for f in ("gemma", "qwen") for c in ("greedy", "ban_dq", "ban_dq_sq")
     ]
-    assert rows[0][4] == "0.500 [0.400, 0.600]" and rows[0][-1] == "—"
-    assert rows[1][-1] == "-0.100 [-0.200, 0.000]"
-    assert rows[2][4] == "—"
-    assert rows[4][4] == "0.550 [—, —]"
+    assert rows[0][4:6] == ["0.600 [0.500, 0.700]", "0.500 [0.400, 0.600]"]
+    assert rows[0][-2:] == ["—", "—"]
+    assert rows[1][-2:] == ["-0.090 [-0.190, 0.010]", "-0.100 [-0.200, 0.000]"]
+    assert rows[2][4:6] == ["—", "—"]
+    assert rows[4][5] == "0.550 [—, —]"
     sub = find_row(tables(sec)[1], "gemma", "ban_dq_sq")
     assert sub[2:] == ["12", "0", "0.250 [0.100, 0.400]", "0.050 [0.000, 0.150]", "corner: 1"]
-    assert find_row(tables(sec)[2], "gemma", "ban_dq_sq", "hatch-free")[5] == "0.310 [0.260, 0.360]"
+    (free,) = [
+        r
+        for r in keyed_rows(tables(sec)[2])
+        if (r["family"], r["subset"]) == ("gemma", "hatch-free")
+    ]
+    assert (free["fve_train"], free["fve_own"]) == ("0.410 [0.360, 0.460]", "0.310 [0.260, 0.360]")
+
+
+SECTIONS_WITH_TRAIN = {
+    # section: (index of its fidelity table, Δ against what, a (family, key) row)
+    "quote_ablation": (0, "greedy", ("gemma", "ban_dq")),
+    "redaction": (0, "full", ("gemma", "prose_only")),
+    "best_of_n": (0, "greedy", ("gemma", "best of 1")),
+}
+
+
+@pytest.mark.parametrize("name", SECTIONS_WITH_TRAIN)
+def test_html_fve_train_column_iff_a_train_var_is_set(results, name):
+    i, against, key = SECTIONS_WITH_TRAIN[name]
+    with_train = R.render_html(results, {})
+    header = table_rows(tables(section(with_train, name))[i])[0]
+    assert header.index("fve_train") + 1 == header.index("fve_own")
+    assert header[-2:] == [f"Δfve_train vs {against}", f"Δfve_own vs {against}"]
+    row = next(
+        r
+        for r in keyed_rows(tables(section(with_train, name))[i])
+        if key == (r["family"], r[header[1]])
+    )
+    # the fixture's fve_train is fve_own + 0.1, its Δfve_train the Δfve_own + 0.01
+    assert float(row["fve_train"].split()[0]) == pytest.approx(
+        float(row["fve_own"].split()[0]) + 0.1
+    )
+    assert float(row[f"Δfve_train vs {against}"].split()[0]) == pytest.approx(
+        float(row[f"Δfve_own vs {against}"].split()[0]) + 0.01
+    )
+    alone = R.render_html(without_train(results), {})
+    header = table_rows(tables(section(alone, name))[i])[0]
+    assert "fve_train" not in header and f"Δfve_train vs {against}" not in header
+    assert "fve_own" in header and header[-1] == f"Δfve_own vs {against}"
 
 
 def test_html_other_experiment_rows(page):
@@ -577,8 +693,20 @@ def test_html_other_experiment_rows(page):
     assert find_row(sec, "gemma", "greedy")[2:4] == ["20", "3.000 [2.000, 4.000]"]
     assert find_row(sec, "gemma", "greedy")[-1] == "—"
     sec = section(page, "redaction")
-    assert find_row(sec, "qwen", "prose_only")[4] == "—"
-    assert find_row(sec, "gemma", "spans_redacted")[4] == "0.350 [0.250, 0.450]"
+    assert find_row(sec, "qwen", "prose_only")[4:6] == ["—", "—"]
+    assert find_row(sec, "gemma", "spans_redacted")[5] == "0.350 [0.250, 0.450]"
+    assert find_row(sec, "gemma", "quoted spans (redacted)")[2:] == [
+        "1.500 [1.000, 2.000]",
+        "0.200 [0.100, 0.300]",
+        "0.700 [0.500, 0.900]",
+    ]
+    assert find_row(sec, "gemma", "hatches (kept)")[2:] == [
+        "0.250 [0.100, 0.400]",
+        "0.040 [0.010, 0.070]",
+        "0.150 [0.050, 0.250]",
+    ]
+    assert "Quoted spans (double, single, corner) are what the variants edit" in sec
+    assert "hatches (italic, paren, emdash) are left as they are" in sec
     sec = section(page, "best_of_n")
     assert [r[1] for r in table_rows(tables(sec)[0]) if r[0] == "gemma"] == [
         "greedy",
@@ -587,15 +715,21 @@ def test_html_other_experiment_rows(page):
         "best of 10",
         "mean over samples",
     ]
-    assert find_row(sec, "gemma", "best of 2")[4] == "0.450 [0.350, 0.550]"
-    assert find_row(sec, "gemma", "best of 10")[4] == "—"
-    assert find_row(section(page, "layers"), "gemma", "1")[-5:] == [
-        "0.900 [0.880, 0.920]",
-        "0.200 [0.180, 0.220]",
-        "0.250",
-        "0.450",
-        "-0.300 [-0.400, -0.200]",
-    ]
+    assert find_row(sec, "gemma", "best of 2")[5] == "0.450 [0.350, 0.550]"
+    assert find_row(sec, "gemma", "best of 10")[4:6] == ["—", "—"]
+    (layer_k, adj) = [r for r in keyed_rows(section(page, "layers")) if r["family"] == "gemma"][:2]
+    assert layer_k["input layer (through the layer-K NLA)"] == "2 (own)"
+    assert layer_k["fve_own (own gold)"] == layer_k["fve_own vs v_K"] == "0.500 [0.450, 0.550]"
+    assert layer_k["cos to layer K"] == "—"
+    assert adj["input layer (through the layer-K NLA)"] == "1"
+    assert adj["fve_own (own gold)"] == "0.200 [0.100, 0.300]"
+    assert adj["Var own"] == "0.500"
+    assert adj["fve_own vs v_K"] == "0.150 [0.050, 0.250]"
+    assert adj["nmse vs v_K"] == "0.250 [0.200, 0.300]"
+    assert adj["cos to layer K"] == "0.900 [0.880, 0.920]"
+    assert adj["inter-layer nmse"] == "0.200 [0.180, 0.220]"
+    assert (adj["intrinsic nmse"], adj["additive bound nmse"]) == ("0.250", "0.450")
+    assert adj["Δfve_own vs greedy (vs v_K)"] == "-0.300 [-0.400, -0.200]"
     sec = section(page, "transfer_matrix")
     assert find_row(sec, "gemma", "0.700 [0.650, 0.750] (null 0.010)")
     assert find_row(sec, "qwen", "— (null —)")

@@ -229,22 +229,134 @@ SENTENCE = (
     ("variant", "expected"),
     [
         ("full", SENTENCE),
-        ("prose_only", "The AV says and, then."),
-        ("spans_empty", 'The AV says "" "" and "" "", then "".'),
-        ("spans_ellipsis", "The AV says \u2026 \u2026 and \u2026 \u2026, then \u2026."),
+        # the quoted spans "the cat" and 'sat' are edited; the hatches (em-dash aside, cued
+        # parenthetical, italic) stay as they are
+        ("prose_only", "The AV says \u2014 a pet \u2014 and (verbatim: on the mat), then *fine*."),
+        (
+            "spans_empty",
+            'The AV says "" \u2014 a pet \u2014 and "" (verbatim: on the mat), then *fine*.',
+        ),
+        (
+            "spans_ellipsis",
+            "The AV says \u2026 \u2014 a pet \u2014 and \u2026 (verbatim: on the mat), then *fine*.",
+        ),
         (
             "spans_redacted",
-            "The AV says REDACTED REDACTED and REDACTED REDACTED, then REDACTED.",
+            "The AV says REDACTED \u2014 a pet \u2014 and REDACTED (verbatim: on the mat), "
+            "then *fine*.",
         ),
-        (
-            "spans_only_marked",
-            "\"the cat\" \u2014 a pet \u2014 'sat' (verbatim: on the mat) *fine*",
-        ),
-        ("spans_only_bare", "the cat a pet sat on the mat fine"),
+        ("spans_only_marked", "\"the cat\" 'sat'"),
+        ("spans_only_bare", "the cat sat"),
     ],
 )
 def test_redaction_variants(variant, expected):
     assert S.redact(SENTENCE, variant) == expected
+
+
+# Quoted spans of every family mixed with hatches; a quote inside an em-dash aside.
+MIXED = (
+    'The AV quotes "the cat" and \'sat\' \u2014 an aside with "mat" \u2014 then *soft* and '
+    "\u300cok\u300d (verbatim: rug)."
+)
+
+
+def test_mixed_quotes_and_hatches_spans_by_hand():
+    # quoted spans (the quote families scanned alone): "the cat" 9 chars, 'sat' 5, "mat" 5 (inside
+    # the em-dash aside, still a quoted span), 「ok」 4: 4 spans, 23 characters
+    assert [(s.kind, MIXED[s.start : s.end]) for s in S.quoted_spans(MIXED)] == [
+        ("double", '"the cat"'),
+        ("single", "'sat'"),
+        ("double", '"mat"'),
+        ("corner", "\u300cok\u300d"),
+    ]
+    # hatches (italic, paren, em dash scanned alone): the aside "— an aside with "mat" —" is 23
+    # characters, 18 of them outside the quoted "mat"; *soft* 6; (verbatim: rug) 15
+    assert [(s.kind, MIXED[s.start : s.end]) for s in S.unquoted_hatches(MIXED)] == [
+        ("emdash", '\u2014 an aside with "mat" \u2014'),
+        ("italic", "*soft*"),
+        ("paren", "(verbatim: rug)"),
+    ]
+    # total: "The AV quotes " 14 + 9 + " and " 5 + 5 + " " 1 + 23 + " then " 6 + 6 + " and " 5
+    # + 4 + " " 1 + 15 + "." 1 = 95
+    assert len(MIXED) == 95
+    assert S.span_stats(MIXED) == {
+        "n_spans": 4,
+        "span_chars": 23,
+        "n_hatches": 3,
+        "hatch_chars": 18 + 6 + 15,
+        "total_chars": 95,
+    }
+
+
+@pytest.mark.parametrize(
+    ("variant", "expected"),
+    [
+        ("full", MIXED),
+        # each quoted span -> one space, then runs of spaces collapse
+        (
+            "prose_only",
+            "The AV quotes and \u2014 an aside with \u2014 then *soft* and (verbatim: rug).",
+        ),
+        (
+            "spans_empty",
+            'The AV quotes "" and "" \u2014 an aside with "" \u2014 then *soft* and "" '
+            "(verbatim: rug).",
+        ),
+        (
+            "spans_ellipsis",
+            "The AV quotes \u2026 and \u2026 \u2014 an aside with \u2026 \u2014 then *soft* and "
+            "\u2026 (verbatim: rug).",
+        ),
+        (
+            "spans_redacted",
+            "The AV quotes REDACTED and REDACTED \u2014 an aside with REDACTED \u2014 then *soft* "
+            "and REDACTED (verbatim: rug).",
+        ),
+        ("spans_only_marked", '"the cat" \'sat\' "mat" \u300cok\u300d'),
+        ("spans_only_bare", "the cat sat mat ok"),
+    ],
+)
+def test_mixed_quotes_and_hatches_redaction_by_hand(variant, expected):
+    assert S.redact(MIXED, variant) == expected
+
+
+def test_hatches_inside_or_across_quoted_spans():
+    # an italic wholly inside a quoted span is part of the quote, not a hatch
+    text = 'a "b *c* d" e'
+    assert S.span_stats(text) == {
+        "n_spans": 1,
+        "span_chars": 9,
+        "n_hatches": 0,
+        "hatch_chars": 0,
+        "total_chars": 13,
+    }
+    assert S.redact(text, "prose_only") == "a e"
+    # an italic *a "b* that runs into the quoted span "b* c": a hatch, whose characters outside
+    # the quote are *a and the space (3)
+    text = '*a "b* c"'
+    assert [text[h.start : h.end] for h in S.unquoted_hatches(text)] == ['*a "b*']
+    assert S.span_stats(text) == {
+        "n_spans": 1,
+        "span_chars": 6,
+        "n_hatches": 1,
+        "hatch_chars": 3,
+        "total_chars": 9,
+    }
+    # E2 still sees the outermost span of every kind: the aside hides its quote there
+    aside = 'x \u2014 he said "hi" \u2014 y'
+    assert S.span_kinds(aside) == {"emdash"}
+    assert [s.kind for s in S.quoted_spans(aside)] == ["double"]
+
+
+def test_find_spans_restricted_to_kinds():
+    text = "\u300ca\u300d *b* 'c' reads (d)"
+    assert [s.kind for s in S.find_spans(text)] == ["corner", "italic", "single", "paren"]
+    assert [s.kind for s in S.find_spans(text, ("single", "paren"))] == ["single", "paren"]
+    assert S.find_spans(text, ()) == []
+    with pytest.raises(ValueError, match=r"kinds has unknown kind\(s\) \['bold'\]; valid: double"):
+        S.find_spans(text, ("italic", "bold"))
+    with pytest.raises(ValueError, match="kinds must be a collection of kinds, got the str"):
+        S.find_spans(text, "italic")
 
 
 def test_redaction_without_spans():
@@ -252,6 +364,10 @@ def test_redaction_without_spans():
     assert S.redact(text, "prose_only") == "No quotes here."
     assert S.redact(text, "spans_only_marked") == ""
     assert S.redact(text, "spans_only_bare") == ""
+    # hatches only: nothing is redacted
+    hatches = "An *aside* \u2014 here \u2014 only."
+    assert S.redact(hatches, "spans_redacted") == hatches
+    assert S.redact(hatches, "spans_only_marked") == ""
 
 
 def test_redaction_whitespace_cleanup():
@@ -260,8 +376,8 @@ def test_redaction_whitespace_cleanup():
     assert S.redact(text, "spans_redacted") == "Line one REDACTED line two ( y)."
     assert S.redact(text, "prose_only") == "Line one line two ( y)."
     # a deleted span never merges the words on either side; a placeholder is inserted as is
-    assert S.redact("a\u2014b\u2014c", "prose_only") == "a c"
-    assert S.redact("a\u2014b\u2014c", "spans_empty") == 'a""c'
+    assert S.redact('a"b"c', "prose_only") == "a c"
+    assert S.redact('a"b"c', "spans_empty") == 'a""c'
     assert S.redact('"Hi" he said.', "prose_only") == "he said."
 
 
@@ -288,12 +404,25 @@ def test_non_str_text_is_rejected():
 
 
 def test_span_stats():
-    # a _ "bc" _ d _ *ef* : 13 chars, spans "bc" (4) and *ef* (4)
-    assert S.span_stats('a "bc" d *ef*') == {"n_spans": 2, "span_chars": 8, "total_chars": 13}
-    assert S.span_stats("plain") == {"n_spans": 0, "span_chars": 0, "total_chars": 5}
-    assert S.span_stats("") == {"n_spans": 0, "span_chars": 0, "total_chars": 0}
-    # spans: "the cat" 9, — a pet — 9, 'sat' 5, (verbatim: on the mat) 22, *fine* 6
-    assert S.span_stats(SENTENCE) == {"n_spans": 5, "span_chars": 51, "total_chars": 78}
+    # a _ "bc" _ d _ *ef* : 13 chars, the quoted span "bc" (4) and the hatch *ef* (4)
+    assert S.span_stats('a "bc" d *ef*') == {
+        "n_spans": 1,
+        "span_chars": 4,
+        "n_hatches": 1,
+        "hatch_chars": 4,
+        "total_chars": 13,
+    }
+    zero = {"n_spans": 0, "span_chars": 0, "n_hatches": 0, "hatch_chars": 0}
+    assert S.span_stats("plain") == {**zero, "total_chars": 5}
+    assert S.span_stats("") == {**zero, "total_chars": 0}
+    # quoted: "the cat" 9, 'sat' 5; hatches: — a pet — 9, (verbatim: on the mat) 22, *fine* 6
+    assert S.span_stats(SENTENCE) == {
+        "n_spans": 2,
+        "span_chars": 14,
+        "n_hatches": 3,
+        "hatch_chars": 37,
+        "total_chars": 78,
+    }
 
 
 # --- verbatim check -----------------------------------------------------------------------------

@@ -226,7 +226,7 @@ DATA_KEYS = {
     "fve_baseline": {"families"},
     "quote_ablation": {"families"},
     "verbatim": {"threshold", "null_seed", "families"},
-    "redaction": {"variants", "families"},
+    "redaction": {"variants", "span_kinds", "hatch_kinds", "families"},
     "best_of_n": {"ns", "families"},
     "layers": {"families"},
     "transfer_matrix": {"families", "matrix", "nulls", "cells", "alignment"},
@@ -429,6 +429,10 @@ def test_every_aggregate_has_numbers(real_run):
         assert set(red) == set(VARIANTS)
         assert red["full"]["fve_own"] == base[f]["fve_own"]
         assert all(red[v]["n_rows"] == rows[f] for v in VARIANTS)
+        sp = data["redaction"]["families"][f]["spans"]
+        for what in ("spans", "hatches"):
+            assert sp[f"mean_{what}_per_decode"]["n"] == base[f]["n"], (f, what)
+            assert 0 <= sp[f"share_chars_in_{what}"]["value"] <= 1, (f, what)
         bon = data["best_of_n"]["families"][f]
         n = plan.cfg["decode"]["n_samples"]
         assert bon["n_samples"] == n
@@ -438,6 +442,10 @@ def test_every_aggregate_has_numbers(real_run):
         assert set(lay["adjacent"]) == {str(k) for k in plan.layers(f)[1:]}
         for k, entry in lay["adjacent"].items():
             assert_interval(entry["cos_to_layer"], f"E6 {f} L{k}")
+            # the headline is scored against v_k, the secondary against v_K: same rows
+            assert_fidelity(entry, rows[f], f"E6 {f} L{k} (own gold)")
+            assert_fidelity(entry["vs_layer_K"], rows[f], f"E6 {f} L{k} vs v_K")
+            assert entry["var_own"] != entry["vs_layer_K"]["var_own"]
             bound = entry["intrinsic_nmse"] + entry["inter_layer_nmse"]["value"]
             assert entry["additive_bound_nmse"] == pytest.approx(bound)
         verb = data["verbatim"]["families"][f]

@@ -11,7 +11,8 @@ Invariants:
   rows scored in both sets;
 - a paired FVE difference uses the baseline set's Var(v_nrm) as a fixed denominator:
   fve_a - fve_b = (mean nmse_b - mean nmse_a) / Var over the shared rows, so its interval is that
-  of the nmse difference, scaled;
+  of the nmse difference, scaled; where the family has a training Var (`spec["train_var"]`), the
+  difference of fve_train, (mean nmse_b - mean nmse_a) / train_var, sits beside it (key "train");
 - rows are matched across sets by (shard, row[, sample]); tag failures are excluded from FVE and
   counted (fidelity() also reports the strict figures with failures as nmse = 2);
 - deterministic: `data` depends only on the inputs and settings.
@@ -19,6 +20,7 @@ Invariants:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -73,20 +75,39 @@ def share(flags: Sequence[bool], groups: Sequence[str], spec: dict) -> dict:
     return interval(np.mean, np.asarray(flags, dtype=np.float64), groups=groups, spec=spec)
 
 
-def paired_fve_diff(a: Rows, b: Rows, spec: dict, *, with_sample: bool = False) -> dict:
-    """fve(a) - fve(b) over the rows scored in both, with b's Var(v_nrm) as the denominator,
-    and its paired interval."""
+def paired_fve_diff(
+    a: Rows, b: Rows, spec: dict, fam: str | None = None, *, with_sample: bool = False
+) -> dict:
+    """fve(a) - fve(b) over the rows scored in both, matched by (shard, row[, sample]), with its
+    paired interval (the same document resamples for both sets):
+
+        {"value", "lo", "hi",  the difference of fve_own: (mean nmse_b - mean nmse_a) / var
+         "n":     shared scored rows,
+         "var":   population_var of b's gold over the shared rows (a fixed denominator),
+         "train": {"value", "lo", "hi", "n", "var_train"} | None}
+
+    "train" is the difference of fve_train, (mean nmse_b - mean nmse_a) / var_train with
+    var_train = spec["train_var"][fam], on the same resamples (so its bounds are those of
+    "value" times var / var_train); None when `fam` is None or has no training Var. With fewer
+    than two shared rows every value, bound and "var" is None ("train" keeps n and var_train)."""
+    tv = (spec.get("train_var") or {}).get(fam) if fam is not None else None
     ka = {k: i for i, k in enumerate(a.keys(with_sample)) if a.ok[i]}
     kb = {k: i for i, k in enumerate(b.keys(with_sample)) if b.ok[i]}
     shared = [k for k in kb if k in ka]
+    none = {"value": None, "lo": None, "hi": None, "n": len(shared)}
     if len(shared) < 2:
-        return {"value": None, "lo": None, "hi": None, "n": len(shared), "var": None}
+        train = None if tv is None else {**none, "var_train": tv}
+        return {**none, "var": None, "train": train}
     ia = np.array([ka[k] for k in shared])
     ib = np.array([kb[k] for k in shared])
     var = M.population_var(b.gold[ib])
     d = b.nmse[ib] - a.nmse[ia]
-    out = interval(lambda x: x.mean() / var, d, groups=[b.doc_ids[i] for i in ib], spec=spec)
-    return {**out, "var": var}
+    docs = [b.doc_ids[i] for i in ib]
+    out = interval(lambda x: x.mean() / var, d, groups=docs, spec=spec)
+    train = None
+    if tv is not None:
+        train = {**interval(lambda x: x.mean() / tv, d, groups=docs, spec=spec), "var_train": tv}
+    return {**out, "var": var, "train": train}
 
 
 def read_column(paths: Sequence[str], column: str) -> list[list]:
@@ -170,7 +191,9 @@ def quote_ablation(spec: dict) -> dict:
                 "hatch_kinds": dict(
                     sorted(Counter(k for i in have for k in spans.hatch_kinds(expl[i])).items())
                 ),
-                "diff_vs_greedy": None if cond == "greedy" else paired_fve_diff(rows, base, spec),
+                "diff_vs_greedy": None
+                if cond == "greedy"
+                else paired_fve_diff(rows, base, spec, fam),
             }
             if cond == "ban_dq_sq":
                 flag = np.zeros(len(rows), dtype=bool)
@@ -288,40 +311,59 @@ def _paired_share_diff(
 
 
 def redaction(spec: dict) -> dict:
-    """E4: the AR on edited greedy explanations, per variant; span statistics of the originals."""
+    """E4: the AR on edited greedy explanations, per variant; statistics of the originals' quoted
+    spans (spans.QUOTED_KINDS, what the variants edit) and, apart, of their unquoted hatches
+    (spans.UNQUOTED_HATCH_KINDS, never edited), per decode with an explanation::
+
+        {"variants": [...], "span_kinds": [...], "hatch_kinds": [...],
+         "families": {fam: {"spans": {"mean_spans_per_decode", "share_chars_in_spans",
+                                      "share_decodes_with_spans", "mean_hatches_per_decode",
+                                      "share_chars_in_hatches", "share_decodes_with_hatches"},
+                            "variants": {variant: {**fidelity, "diff_vs_full"}}}}}
+
+    Shares of characters are pooled (characters inside / all characters); a hatch's characters
+    inside a quoted span count as the span's only (spans.span_stats)."""
     data = {}
     for fam, cells in _families_of(spec).items():
         full = _rows(cells["full"])
         expl = explanations_for(full, cells["full"]["decodes"])
         stats = [spans.span_stats(e) for e in expl if e is not None]
         docs = [d for d, e in zip(full.doc_ids, expl, strict=True) if e is not None]
-        n_spans = np.array([s["n_spans"] for s in stats], dtype=np.float64)
-        span_chars = np.array([s["span_chars"] for s in stats], dtype=np.float64)
-        total = np.array([s["total_chars"] for s in stats], dtype=np.float64)
-        out: dict = {
-            "spans": {
-                "mean_spans_per_decode": interval(np.mean, n_spans, groups=docs, spec=spec),
-                "share_chars_in_spans": interval(
-                    lambda a, b: a.sum() / max(b.sum(), 1.0),
-                    span_chars,
-                    total,
-                    groups=docs,
-                    spec=spec,
+
+        def col(key: str, stats=stats) -> np.ndarray:
+            return np.array([s[key] for s in stats], dtype=np.float64)
+
+        total = col("total_chars")
+        out: dict = {"spans": {}, "variants": {}}
+        for what, n_key, chars_key in (
+            ("spans", "n_spans", "span_chars"),
+            ("hatches", "n_hatches", "hatch_chars"),
+        ):
+            n, chars = col(n_key), col(chars_key)
+            out["spans"] |= {
+                f"mean_{what}_per_decode": interval(np.mean, n, groups=docs, spec=spec),
+                f"share_chars_in_{what}": interval(
+                    lambda a, b: a.sum() / max(b.sum(), 1.0), chars, total, groups=docs, spec=spec
                 ),
-                "share_decodes_with_spans": share(n_spans > 0, docs, spec),
-            },
-            "variants": {},
-        }
+                f"share_decodes_with_{what}": share(n > 0, docs, spec),
+            }
         for variant in spans.REDACTION_VARIANTS:
             if variant not in cells:
                 continue
             rows = full if variant == "full" else _rows(cells[variant])
             out["variants"][variant] = {
                 **_fidelity(rows, spec, fam),
-                "diff_vs_full": None if variant == "full" else paired_fve_diff(rows, full, spec),
+                "diff_vs_full": None
+                if variant == "full"
+                else paired_fve_diff(rows, full, spec, fam),
             }
         data[fam] = out
-    return {"variants": list(spans.REDACTION_VARIANTS), "families": data}
+    return {
+        "variants": list(spans.REDACTION_VARIANTS),
+        "span_kinds": list(spans.QUOTED_KINDS),
+        "hatch_kinds": list(spans.UNQUOTED_HATCH_KINDS),
+        "families": data,
+    }
 
 
 # ----------------------------------------------------------------------------- E5
@@ -362,7 +404,7 @@ def best_of_n(spec: dict) -> dict:
             sel = select_best(samples, n)
             out["best_of"][str(n)] = {
                 **_fidelity(sel, spec, fam),
-                "diff_vs_greedy": paired_fve_diff(sel, greedy, spec),
+                "diff_vs_greedy": paired_fve_diff(sel, greedy, spec, fam),
             }
         out["mean_over_samples"] = _fidelity(samples, spec, fam)
         data[fam] = out
@@ -373,8 +415,27 @@ def best_of_n(spec: dict) -> dict:
 
 
 def layers(spec: dict) -> dict:
-    """E6: adjacent layers' vectors through the layer-K NLA: fve_own, cos of each to the
-    layer-K vector, and the additive bound (intrinsic nmse + inter-layer nmse)."""
+    """E6: adjacent layers' vectors through the layer-K NLA (decode condition greedy_L{k}: the
+    layer-K AV explains v_k, the layer-K AR reads the explanation back)::
+
+        {"families": {fam: {"layer": K, "greedy": fidelity at K,
+                            "adjacent": {str(k): {**headline, "vs_layer_K", "cos_to_layer",
+                                                  "inter_layer_nmse", "intrinsic_nmse",
+                                                  "additive_bound_nmse", "diff_vs_greedy"}}}}}
+
+    - headline (top-level keys, the fidelity dict: fve_own, nmse_mean, cos_mean, var_own, n,
+      tag_failures, ...): the round trip of v_k scored against v_k itself, i.e. each row's
+      prediction against the same row's layer-k vector (column constants.layer_column(k) of the
+      AV family's activation shards), with Var of the v_k set as the denominator (the published
+      "FVE (own denom)": 0.695 = 1 - 0.0167/0.0548 for L40). No fve_train: the training Var is
+      layer K's;
+    - vs_layer_K: the same predictions scored against the layer-K vector (the score shards' own
+      gold), with fve_train where a training Var is configured;
+    - cos_to_layer, inter_layer_nmse: cos and nmse of v_k to v_K over every activation row where
+      both are usable; intrinsic_nmse: greedy's mean nmse at K; additive_bound_nmse: their sum;
+    - diff_vs_greedy: paired_fve_diff of the vs_layer_K scores against greedy (gold v_K on both
+      sides, so the difference is that of the input vector alone).
+    """
     data = {}
     for fam, cells in _families_of(spec).items():
         k_main, *adjacent = spec["layers"][fam]
@@ -382,23 +443,63 @@ def layers(spec: dict) -> dict:
         intrinsic = greedy.scored().nmse
         out: dict = {"layer": k_main, "greedy": _fidelity(greedy, spec, fam), "adjacent": {}}
         for k in adjacent:
-            rows = _rows(cells[f"greedy_L{k}"])
-            v_k, v_main, docs = _layer_pairs(cells["greedy"]["acts"], k)
+            cell = cells[f"greedy_L{k}"]
+            rows = _rows(cell)
+            own = against_layer(rows, cell["acts"], k)
+            v_k, v_main, docs = _layer_pairs(cell["acts"], k)
             cos = M.cos_rows(v_k, v_main)
             inter = M.nmse_rows(v_k, v_main)
             bound = (
                 float(intrinsic.mean() + inter.mean()) if len(intrinsic) and len(inter) else None
             )
             out["adjacent"][str(k)] = {
-                **_fidelity(rows, spec, fam),
+                **_fidelity(own, spec, None),
+                "vs_layer_K": _fidelity(rows, spec, fam),
                 "cos_to_layer": interval(np.mean, cos, groups=docs, spec=spec),
                 "inter_layer_nmse": interval(np.mean, inter, groups=docs, spec=spec),
                 "intrinsic_nmse": float(intrinsic.mean()) if len(intrinsic) else None,
                 "additive_bound_nmse": bound,
-                "diff_vs_greedy": paired_fve_diff(rows, greedy, spec),
+                "diff_vs_greedy": paired_fve_diff(rows, greedy, spec, fam),
             }
         data[fam] = out
     return {"families": data}
+
+
+def against_layer(rows: Rows, acts: Sequence[str], k: int) -> Rows:
+    """`rows` re-scored against layer k: each row's gold becomes its vector in column
+    constants.layer_column(k) of the activation shards `acts` (the rows' shards, in order; the
+    rows' doc_ids are checked), and the nmse of every scored row is recomputed against it. A
+    scored row whose layer-k vector is unusable (zero or not finite) is a DataError: its decode
+    injected that very vector, so the inputs disagree."""
+    col = C.layer_column(k)
+    n_shards = int(rows.shard.max()) + 1 if len(rows) else 0
+    if len(acts) < n_shards:
+        raise DataError(f"{len(acts)} activation shards given for {n_shards} score shards ({col})")
+    gold = np.zeros_like(rows.gold)
+    for i, path in enumerate(acts):
+        sel = np.nonzero(rows.shard == i)[0]
+        if not len(sel):
+            continue
+        t = read_table(path, [C.COL_DOC_ID, col])
+        ids = t.column(C.COL_DOC_ID).to_pylist()
+        for j in sel:
+            r = int(rows.row[j])
+            if r >= len(ids) or ids[r] != rows.doc_ids[j]:
+                raise DataError(f"{path}: row {r} does not hold {rows.doc_ids[j]!r} ({col})")
+        v = vectors_from_column(t, col, width=rows.gold.shape[1], where=path, require_finite=False)
+        gold[sel] = v[rows.row[sel]]
+    ok = rows.ok
+    bad = np.nonzero(ok & ~_usable(gold))[0]
+    if len(bad):
+        j = bad[0]
+        raise DataError(
+            f"{acts[rows.shard[j]]}: row {rows.row[j]} has an unusable {col} vector (zero or not "
+            "finite), but its decode was scored"
+        )
+    nmse = np.full(len(rows), np.nan)
+    if ok.any():
+        nmse[ok] = M.nmse_rows(rows.pred[ok], gold[ok])
+    return dataclasses.replace(rows, gold=gold, nmse=nmse)
 
 
 def _layer_pairs(acts: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray, list[str]]:

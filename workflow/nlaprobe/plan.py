@@ -499,9 +499,11 @@ class Plan:
                 f"{f}/{c}": self.cell_inputs(f, f, c) for f in fams for c in ("greedy", "sample_t1")
             }
         elif name == "layers":
+            # every cell reads the AV family's activation shards (= the AR family's here): the
+            # v_k of each adjacent cell is its own gold, the rows of its scores index them
             spec["layers"] = {f: self.layers(f) for f in fams}
             spec["cells"] = {
-                f"{f}/{c}": self.cell_inputs(f, f, c, acts=c == "greedy")
+                f"{f}/{c}": self.cell_inputs(f, f, c, acts=True)
                 for f in fams
                 for c in ["greedy", *[f"greedy_L{k}" for k in self.layers(f)[1:]]]
             }

@@ -4,7 +4,9 @@ AR-input variant (SPEC §6 E4), with per-row span statistics.
 inputs -> outputs: `results/decodes/av-<tag>/greedy/shard-*.parquet` + a variant of
 `nlaprobe.spans.REDACTION_VARIANTS` -> `results/redacted/av-<tag>/<variant>/shard-*.parquet` with
 the decode shard's `row, doc_id, sample, error` and `explanation` (edited; null where the decode
-had none), plus `n_spans`, `span_chars`, `total_chars` of the original explanation.
+had none), plus `n_spans`, `span_chars` (quoted spans: what the variants edit), `n_hatches`,
+`hatch_chars` (unquoted hatches: kept as they are) and `total_chars` of the original explanation
+(`nlaprobe.spans.span_stats`).
 
 Invariants:
 - the redacted shard has the columns the score stage reads from a decode shard, in the same row
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 
 REDACT_META_KEY = "nlaprobe.redact"
 COLUMNS = ("row", "doc_id", "sample", "explanation", "error")
+STAT_COLUMNS = ("n_spans", "span_chars", "n_hatches", "hatch_chars", "total_chars")
 
 
 def redact_shard(decodes: str, variant: str, out: str) -> dict:
@@ -51,9 +54,7 @@ def redact_shard(decodes: str, variant: str, out: str) -> dict:
             "sample": dec.column("sample"),
             "explanation": pa.array(edited, pa.string()),
             "error": dec.column("error"),
-            "n_spans": stat("n_spans"),
-            "span_chars": stat("span_chars"),
-            "total_chars": stat("total_chars"),
+            **{key: stat(key) for key in STAT_COLUMNS},
         }
     )
     have = [s for s in stats if s]
@@ -61,9 +62,7 @@ def redact_shard(decodes: str, variant: str, out: str) -> dict:
         "variant": variant,
         "n_rows": len(expl),
         "n_explanations": len(have),
-        "n_spans": sum(s["n_spans"] for s in have),
-        "span_chars": sum(s["span_chars"] for s in have),
-        "total_chars": sum(s["total_chars"] for s in have),
+        **{key: sum(s[key] for s in have) for key in STAT_COLUMNS},
     }
     table = with_meta(table, C.DECODE_META_KEY, table_meta(dec, C.DECODE_META_KEY) or {})
     write_table(out, with_meta(table, REDACT_META_KEY, {"decodes": str(decodes), **summary}))

@@ -11,6 +11,9 @@ Invariants:
   three decimals ("%.3g" below 1e-3 or from 1e5 on); None, NaN and missing read "—";
 - every string that comes from the data (family names, conditions, meta values) is HTML-escaped,
   and `$` is escaped in figure labels so a name is never parsed as mathtext;
+- E2, E4 and E5 (tables and figures) show fve_train, with fve_own beside it, and both paired
+  differences, when any of their fidelity entries has a training Var (`var_train`); fve_own
+  alone otherwise;
 - figures never fail on a missing or null value: they draw what exists and say "no data" where
   nothing does; an aggregate absent from the inputs gives a placeholder figure saying so, so the
   report can be built from any subset of the aggregates;
@@ -31,7 +34,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,11 +62,14 @@ FIGURE_SOURCES = {
     "ridge_scaling": "ridge_scaling",
 }
 FIGURE_CAPTIONS = {
-    "ban_conditions": "fve_own by decode condition (E2), one group per family; bars are the "
-    "values on all scored rows, whiskers the bootstrap interval.",
-    "redaction": "fve_own by AR-input redaction variant (E4), one group per family.",
-    "best_of_n": "fve_own of the best of the first n samples by the AR's own nmse (E5), with "
-    "greedy and the mean over all samples as horizontal lines; the band is the interval.",
+    "ban_conditions": "fve_train (training-set Var, when configured) beside fve_own by decode "
+    "condition (E2), one group per family; bars are the values on all scored rows, whiskers the "
+    "bootstrap interval.",
+    "redaction": "fve_train (when configured) beside fve_own by AR-input redaction variant (E4), "
+    "one group per family.",
+    "best_of_n": "fve_train (when configured; top row) and fve_own of the best of the first n "
+    "samples by the AR's own nmse (E5), with greedy and the mean over all samples as horizontal "
+    "lines; the band is the interval.",
     "transfer_matrix": "fve_own of every AV family x AR family (E7); each cell also gives the "
     "shuffled-pair null.",
     "ridge_scaling": "Kernel-ridge fve_own against the number of training pairs n (E8, log x), "
@@ -258,39 +264,70 @@ def _placeholder(name: str, source: str, reason: str | None = None) -> Figure:
 
 
 def _panels(
-    title: str, entries: dict, width_each: float, height: float
-) -> tuple[Figure, list[tuple[Any, str, Any]]]:
-    """One panel per entry (side by side, at most 16 inches wide): the figure and (axes, key,
-    entry) triples; no entries give one panel titled `title` that says "no data"."""
+    title: str,
+    entries: dict,
+    width_each: float,
+    height: float,
+    metrics: Sequence[str] = ("fve_own",),
+) -> tuple[Figure, list[tuple[Any, str, str, Any]]]:
+    """One panel per (metric, entry): a row per metric, the entries side by side (at most 16
+    inches wide); the figure and (axes, metric, key, entry) tuples. No entries give one panel
+    titled `title` that says "no data"."""
     if not entries:
         fig = _new_figure(6, 3.5)
         ax = fig.add_subplot()
         ax.set_title(title)
         _no_data(ax)
         return fig, []
-    fig = _new_figure(min(width_each * len(entries), 16.0), height)
-    axes = fig.subplots(1, len(entries), squeeze=False)[0]
-    return fig, [(ax, k, v) for ax, (k, v) in zip(axes, entries.items(), strict=True)]
+    fig = _new_figure(min(width_each * len(entries), 16.0), height * len(metrics))
+    grid = fig.subplots(len(metrics), len(entries), squeeze=False)
+    return fig, [
+        (ax, m, k, v)
+        for row, m in zip(grid, metrics, strict=True)
+        for ax, (k, v) in zip(row, entries.items(), strict=True)
+    ]
 
 
 def _no_data(ax, text: str = NO_DATA) -> None:
     ax.text(0.5, 0.5, _label(text), ha="center", va="center", transform=ax.transAxes, color="0.4")
 
 
+def _metrics(train: bool) -> tuple[str, ...]:
+    """The FVE figures a table or figure of E2, E4 or E5 shows: fve_train first, with fve_own
+    beside it, when a training Var is configured (the published tables quote fve_train);
+    fve_own only otherwise."""
+    return ("fve_train", "fve_own") if train else ("fve_own",)
+
+
+def _has_train(entries: Iterable[Any]) -> bool:
+    """Whether any of the fidelity dicts `entries` has a training Var (`var_train`)."""
+    return any(_value(_get(e, "var_train")) is not None for e in entries)
+
+
 def _grouped_bars(
-    title: str, groups: list[str], series: list[str], values: dict[tuple[str, str], Any]
+    title: str,
+    groups: list[str],
+    series: list[str],
+    values: dict[str, dict[tuple[str, str], Any]],
 ) -> Figure:
-    """One group of bars per entry of `groups`, one bar per entry of `series` in each; `values`
-    maps (group, series) to an Interval. A bar with a null value is not drawn but marked "no data";
-    whiskers are drawn where the interval has both bounds."""
-    width = max(6.0, min(16.0, 2.0 + 0.45 * len(groups) * max(len(series), 1)))
-    fig = _new_figure(width, 4.2)
-    ax = fig.add_subplot()
-    ax.set_title(_label(title))
-    ax.set_ylabel("fve_own")
-    if not groups or not series:
-        _no_data(ax)
-        return fig
+    """One panel per metric of `values` (side by side, in its order), each with one group of
+    bars per entry of `groups` and one bar per entry of `series` in each group; `values[metric]`
+    maps (group, series) to an Interval. A bar with a null value is not drawn but marked
+    "no data"; whiskers are drawn where the interval has both bounds."""
+    each = max(6.0, min(16.0, 2.0 + 0.45 * len(groups) * max(len(series), 1)))
+    fig = _new_figure(min(16.0, each * len(values)), 4.2)
+    axes = fig.subplots(1, len(values), squeeze=False)[0]
+    for ax, (metric, vals) in zip(axes, values.items(), strict=True):
+        ax.set_title(_label(f"{title}: {metric}" if len(values) > 1 else title))
+        ax.set_ylabel(metric)
+        if not groups or not series:
+            _no_data(ax)
+            continue
+        _bars(ax, groups, series, vals)
+    return fig
+
+
+def _bars(ax, groups: list[str], series: list[str], values: dict[tuple[str, str], Any]) -> None:
     step = 0.8 / len(series)
     handles = []
     for j, s in enumerate(series):
@@ -319,25 +356,29 @@ def _grouped_bars(
     ax.set_xticks(range(len(groups)), [_label(g) for g in groups])
     ax.set_xlim(-0.6, len(groups) - 0.4)
     ax.legend(handles=handles, loc="best")
-    return fig
 
 
 def _family_series(
     families: dict, inner: str, preferred: Sequence[str]
-) -> tuple[list[str], list[str], dict[tuple[str, str], Any]]:
+) -> tuple[list[str], list[str], dict[str, dict[tuple[str, str], Any]]]:
+    """Groups (families), series (the keys under `inner`, preferred first) and, per metric
+    (fve_train and fve_own when any entry has a training Var, else fve_own), the values."""
     groups = list(families)
     series: list[str] = []
-    values: dict[tuple[str, str], Any] = {}
+    entries: dict[tuple[str, str], Any] = {}
     for fam in groups:
         for what, entry in _d(_get(families, fam, inner)).items():
             if what not in series:
                 series.append(what)
-            values[(fam, what)] = _get(entry, "fve_own")
+            entries[(fam, what)] = entry
+    metrics = _metrics(_has_train(entries.values()))
+    values = {m: {k: _get(e, m) for k, e in entries.items()} for m in metrics}
     return groups, _ordered(series, preferred), values
 
 
 def figure_ban_conditions(results: dict[str, dict]) -> Figure:
-    """fve_own (with its interval) by decode condition, one group of bars per family."""
+    """fve_train (when configured) and fve_own, with their intervals, by decode condition, one
+    group of bars per family."""
     with _style():
         res = results.get("quote_ablation")
         if res is None:
@@ -348,7 +389,8 @@ def figure_ban_conditions(results: dict[str, dict]) -> Figure:
 
 
 def figure_redaction(results: dict[str, dict]) -> Figure:
-    """fve_own (with its interval) by redaction variant, one group of bars per family."""
+    """fve_train (when configured) and fve_own, with their intervals, by redaction variant, one
+    group of bars per family."""
     with _style():
         res = results.get("redaction")
         if res is None:
@@ -374,25 +416,40 @@ def _curve(ax, xs: Sequence[float], ivs: Sequence[Any], label: str, color) -> bo
     return True
 
 
+def _best_of_n_entries(families: dict) -> list[Any]:
+    """Every fidelity dict of an E5 result: greedy, the mean over samples, each best-of-n."""
+    return [
+        e
+        for fe in families.values()
+        for e in (
+            _get(fe, "greedy"),
+            _get(fe, "mean_over_samples"),
+            *_d(_get(fe, "best_of")).values(),
+        )
+    ]
+
+
 def figure_best_of_n(results: dict[str, dict]) -> Figure:
-    """Per family: fve_own of best-of-n against n; greedy (dashed) and the mean over all samples
-    (dotted) as horizontal lines."""
+    """Per family: best-of-n against n, with greedy (dashed) and the mean over all samples
+    (dotted) as horizontal lines; a row of panels for fve_train when any family has a training
+    Var, then one for fve_own."""
     with _style():
         res = results.get("best_of_n")
         if res is None:
             return _placeholder("FVE vs N", "best_of_n")
         families = _d(_get(res, "data", "families"))
-        fig, panels = _panels("FVE vs N (E5)", families, 4.0, 3.6)
-        for ax, fam, entry in panels:
-            ax.set_title(_label(f"{fam}: FVE vs N (E5)"))
+        metrics = _metrics(_has_train(_best_of_n_entries(families)))
+        fig, panels = _panels("FVE vs N (E5)", families, 4.0, 3.6, metrics)
+        for ax, metric, fam, entry in panels:
+            ax.set_title(_label(f"{fam}: {metric} vs N (E5)"))
             ax.set_xlabel("n (best of the first n samples)")
-            ax.set_ylabel("fve_own")
+            ax.set_ylabel(metric)
             best = _d(_get(entry, "best_of"))
             ns = [n for n in _numeric_order(list(best)) if _num(n) is not None]
             drawn = _curve(
                 ax,
                 [float(n) for n in ns],
-                [_get(best, n, "fve_own") for n in ns],
+                [_get(best, n, metric) for n in ns],
                 "best of n",
                 _PALETTE[0],
             )
@@ -402,7 +459,7 @@ def figure_best_of_n(results: dict[str, dict]) -> Figure:
                 ("greedy", "greedy", "--", _PALETTE[1]),
                 ("mean_over_samples", "mean over samples", ":", _PALETTE[2]),
             ):
-                v = _value(_get(entry, key, "fve_own"))
+                v = _value(_get(entry, key, metric))
                 if v is None:
                     continue
                 ax.axhline(v, linestyle=style, color=color, label=label)
@@ -480,7 +537,7 @@ def figure_ridge_scaling(results: dict[str, dict]) -> Figure:
             return _placeholder("Ridge FVE vs n", "ridge_scaling")
         directions = _d(_get(res, "data", "directions"))
         fig, panels = _panels("Ridge FVE vs n (E8)", directions, 4.8, 3.8)
-        for ax, key, entry in panels:
+        for ax, _, key, entry in panels:
             src, dst = _get(entry, "src"), _get(entry, "dst")
             name = f"{src} → {dst}" if src is not None and dst is not None else key
             ax.set_title(_label(f"{name}: ridge FVE vs n (E8)"))
@@ -575,6 +632,27 @@ BASELINE_EXTRA = (
 )
 
 
+def _fid_columns(train: bool) -> tuple[tuple[str, str], ...]:
+    """FIDELITY_COLUMNS for the E2, E4 and E5 tables (see `_metrics`): fve_train, then fve_own
+    beside it, when a training Var is configured; no fve_train column otherwise."""
+    own = [c for c in FIDELITY_COLUMNS if c[0] != "fve_train"]
+    if not train:
+        return tuple(own)
+    i = [k for k, _ in own].index("fve_own")
+    return (*own[:i], ("fve_train", "fve_train"), *own[i:])
+
+
+def _diff_heads(against: str, train: bool) -> list[str]:
+    """Headers of the paired-difference columns: Δfve_train (when configured) and Δfve_own."""
+    return [f"Δ{m} vs {against}" for m in _metrics(train)]
+
+
+def _diff_cells(diff: Any, train: bool) -> list[Any]:
+    """A paired difference of experiments.paired_fve_diff as its cells: its "train" entry
+    (Δfve_train, when configured), then itself (Δfve_own)."""
+    return ([_get(diff, "train")] if train else []) + [diff]
+
+
 def _e(x: Any) -> str:
     return html.escape(str(x), quote=True)
 
@@ -620,12 +698,15 @@ def _html_fve_baseline(data: dict) -> str:
 
 
 def _html_quote_ablation(data: dict) -> str:
+    families = _d(data.get("families"))
+    train = _has_train(e for fe in families.values() for e in _d(_get(fe, "conditions")).values())
+    cols = _fid_columns(train)
     fid, sub, subsets = [], [], []
-    for fam, fe in _d(data.get("families")).items():
+    for fam, fe in families.items():
         conds = _d(_get(fe, "conditions"))
         for cond in _ordered(list(conds), CONDITION_ORDER):
             e = conds[cond]
-            fid.append([fam, cond, *_fid(e), _get(e, "diff_vs_greedy")])
+            fid.append([fam, cond, *_fid(e, cols), *_diff_cells(_get(e, "diff_vs_greedy"), train)])
             sub.append(
                 [
                     fam,
@@ -639,10 +720,10 @@ def _html_quote_ablation(data: dict) -> str:
             )
             for key, name in (("hatch_free", "hatch-free"), ("hatch_using", "hatch-using")):
                 if _get(e, key) is not None:
-                    subsets.append([fam, cond, name, *_fid(e[key])])
+                    subsets.append([fam, cond, name, *_fid(e[key], cols)])
     parts = [
         _h3("Fidelity per condition"),
-        _table(["family", "condition", *_heads(), "Δfve_own vs greedy"], fid, 2),
+        _table(["family", "condition", *_heads(cols), *_diff_heads("greedy", train)], fid, 2),
         _h3("Quote substitution"),
         _table(
             [
@@ -661,7 +742,7 @@ def _html_quote_ablation(data: dict) -> str:
     if subsets:
         parts += [
             _h3("Hatch-free and hatch-using subsets"),
-            _table(["family", "condition", "subset", *_heads()], subsets, 3),
+            _table(["family", "condition", "subset", *_heads(cols)], subsets, 3),
         ]
     return "\n".join(parts)
 
@@ -717,45 +798,60 @@ def _html_verbatim(data: dict) -> str:
 
 def _html_redaction(data: dict) -> str:
     order = [v for v in data.get("variants") or [] if isinstance(v, str)]
+    families = _d(data.get("families"))
+    train = _has_train(e for fe in families.values() for e in _d(_get(fe, "variants")).values())
+    cols = _fid_columns(train)
     var_rows, span_rows = [], []
-    for fam, fe in _d(data.get("families")).items():
+    for fam, fe in families.items():
         variants = _d(_get(fe, "variants"))
         for v in _ordered(list(variants), order):
-            var_rows.append([fam, v, *_fid(variants[v]), _get(variants[v], "diff_vs_full")])
+            e = variants[v]
+            var_rows.append([fam, v, *_fid(e, cols), *_diff_cells(_get(e, "diff_vs_full"), train)])
         sp = _get(fe, "spans")
-        span_rows.append(
+        span_rows += [
             [
                 fam,
-                _get(sp, "mean_spans_per_decode"),
-                _get(sp, "share_chars_in_spans"),
-                _get(sp, "share_decodes_with_spans"),
+                label,
+                _get(sp, f"mean_{what}_per_decode"),
+                _get(sp, f"share_chars_in_{what}"),
+                _get(sp, f"share_decodes_with_{what}"),
             ]
-        )
+            for what, label in (("spans", "quoted spans (redacted)"), ("hatches", "hatches (kept)"))
+        ]
     return "\n".join(
         [
             _h3("Fidelity per variant"),
-            _table(["family", "variant", *_heads(), "Δfve_own vs full"], var_rows, 2),
-            _h3("Quoted spans in the greedy explanations"),
+            _table(["family", "variant", *_heads(cols), *_diff_heads("full", train)], var_rows, 2),
+            _h3("Quoted spans and unquoted hatches in the greedy explanations"),
+            f'<p class="note">Quoted spans ({_e(fmt(data.get("span_kinds")))}) are what the '
+            f"variants edit; hatches ({_e(fmt(data.get('hatch_kinds')))}) are left as they are "
+            "and counted apart.</p>",
             _table(
-                ["family", "spans per decode", "share of chars in spans", "share with spans"],
+                ["family", "kind", "per decode", "share of characters", "share of decodes"],
                 span_rows,
+                2,
             ),
         ]
     )
 
 
 def _html_best_of_n(data: dict) -> str:
+    families = _d(data.get("families"))
+    train = _has_train(_best_of_n_entries(families))
+    cols = _fid_columns(train)
+    none = _diff_cells(None, train)
     rows, info = [], []
-    for fam, fe in _d(data.get("families")).items():
-        rows.append([fam, "greedy", *_fid(_get(fe, "greedy")), None])
+    for fam, fe in families.items():
+        rows.append([fam, "greedy", *_fid(_get(fe, "greedy"), cols), *none])
         best = _d(_get(fe, "best_of"))
         for n in _numeric_order(list(best)):
-            rows.append([fam, f"best of {n}", *_fid(best[n]), _get(best[n], "diff_vs_greedy")])
-        rows.append([fam, "mean over samples", *_fid(_get(fe, "mean_over_samples")), None])
+            diff = _diff_cells(_get(best[n], "diff_vs_greedy"), train)
+            rows.append([fam, f"best of {n}", *_fid(best[n], cols), *diff])
+        rows.append([fam, "mean over samples", *_fid(_get(fe, "mean_over_samples"), cols), *none])
         info.append([fam, _get(fe, "n_samples"), _get(fe, "sample_tag_failures")])
     return "\n".join(
         [
-            _table(["family", "selection", *_heads(), "Δfve_own vs greedy"], rows, 2),
+            _table(["family", "selection", *_heads(cols), *_diff_heads("greedy", train)], rows, 2),
             _h3("Samples"),
             _table(["family", "samples per row", "sample tag failures"], info),
         ]
@@ -763,13 +859,25 @@ def _html_best_of_n(data: dict) -> str:
 
 
 def _html_layers(data: dict) -> str:
+    """One row per input layer: the layer-K greedy row, then each adjacent layer k with its
+    headline (the round trip of v_k scored against v_k itself, Var of the v_k set), its scores
+    against v_K beside it, the geometry between the layers and the paired difference."""
+    own = (
+        ("n", "n"),
+        ("tag_failures", "tag failures"),
+        ("fve_own", "fve_own (own gold)"),
+        ("nmse_mean", "nmse mean"),
+        ("cos_mean", "cos mean"),
+        ("var_own", "Var own"),
+    )
     rows = []
     for fam, fe in _d(data.get("families")).items():
         k = _get(fe, "layer")
         g = _get(fe, "greedy")
         rows.append(
-            [fam, f"{fmt(k)} (own)", *_fid(g, FIDELITY_COLUMNS[:3]), _get(g, "nmse_mean")]
-            + [None] * 5
+            [fam, f"{fmt(k)} (own)", *_fid(g, own), None, _get(g, "fve_own")]
+            + [_get(g, "nmse_mean")]
+            + [None] * 4
         )
         adj = _d(_get(fe, "adjacent"))
         for layer in _numeric_order(list(adj)):
@@ -778,9 +886,10 @@ def _html_layers(data: dict) -> str:
                 [
                     fam,
                     layer,
-                    *_fid(e, FIDELITY_COLUMNS[:3]),
-                    _get(e, "nmse_mean"),
+                    *_fid(e, own),
                     _get(e, "cos_to_layer"),
+                    _get(e, "vs_layer_K", "fve_own"),
+                    _get(e, "vs_layer_K", "nmse_mean"),
                     _get(e, "inter_layer_nmse"),
                     _get(e, "intrinsic_nmse"),
                     _get(e, "additive_bound_nmse"),
@@ -789,16 +898,22 @@ def _html_layers(data: dict) -> str:
             )
     headers = [
         "family",
-        "layer through the layer-K NLA",
-        *_heads(FIDELITY_COLUMNS[:3]),
-        "nmse mean",
+        "input layer (through the layer-K NLA)",
+        *_heads(own),
         "cos to layer K",
+        "fve_own vs v_K",
+        "nmse vs v_K",
         "inter-layer nmse",
         "intrinsic nmse",
         "additive bound nmse",
-        "Δfve_own vs greedy",
+        "Δfve_own vs greedy (vs v_K)",
     ]
-    return _table(headers, rows, 2)
+    note = (
+        '<p class="note">Each input layer is scored against its own vector with the Var of its '
+        "own vector set (fve_own (own gold)); the columns vs v_K score the same predictions "
+        "against the layer-K vector.</p>"
+    )
+    return note + _table(headers, rows, 2)
 
 
 def _html_transfer_matrix(data: dict) -> str:

@@ -3,11 +3,13 @@ and the verbatim check against the source context (SPEC §6 E3). Pure functions:
 numpy in, str / lists / numpy / plain dicts out; no I/O, no torch, no global RNG state.
 
 inputs -> outputs
-    find_spans(text)                      -> [Span], outermost, non-overlapping, sorted by start
+    find_spans(text, kinds=KINDS)         -> [Span], outermost, non-overlapping, sorted by start
+    quoted_spans(text) -> [Span] of QUOTED_KINDS;  unquoted_hatches(text) -> [Span] (E4)
     span_kinds(text) -> set of KINDS;     hatch_kinds(text) -> set of HATCH_KINDS
     uses_single_quotes(text), uses_hatch(text) -> bool
     redact(text, variant)                 -> str; variant one of REDACTION_VARIANTS
-    span_stats(text)                      -> {"n_spans", "span_chars", "total_chars"} (ints)
+    span_stats(text)                      -> {"n_spans", "span_chars", "n_hatches",
+                                              "hatch_chars", "total_chars"} (ints)
     normalize_words(text)                 -> [str]
     longest_shared_run(a[words], b[words]) -> int;  longest_shared_run_text(expl, ctx) -> int
     shuffled_pairing(n, seed)             -> int64 [n], a permutation with no fixed point (n >= 2)
@@ -19,12 +21,21 @@ Span model
   inner_end < end. `kind` is one of KINDS; "double" and "single" are QUOTE_KINDS, the rest are the
   escape hatches (HATCH_KINDS) that replace quotes when quote tokens are banned at decode time.
 - find_spans scans left to right. At each position it tries the one kind whose opening mark is
-  there; a match is reported and the scan resumes after its closing mark, a failed opener is left
-  in the prose and the scan moves one character on. Hence: spans never overlap (of two
-  overlapping candidates the one that starts first wins), a span inside another is never reported
-  (outermost wins: `"He said 'hi' today"` is one double span), and an opener without a closer
-  (unterminated) yields no span. span_kinds, uses_single_quotes, hatch_kinds and uses_hatch see
-  only these outermost spans.
+  there, if that kind is among `kinds` (every kind by default); a match is reported and the scan
+  resumes after its closing mark, a failed opener (or one of a kind not asked for) is left in the
+  prose and the scan moves one character on. Hence: spans never overlap (of two overlapping
+  candidates the one that starts first wins), a span inside another is never reported (outermost
+  wins: `"He said 'hi' today"` is one double span), and an opener without a closer
+  (unterminated) yields no span. span_kinds, uses_single_quotes, hatch_kinds and uses_hatch
+  (E2, E3) see the outermost spans of every kind.
+- E4 splits the kinds differently (SPEC §6 E4: the published 9.4 spans per decode and 23% of
+  characters are quoted spans). QUOTED_KINDS (double, single, corner: the quote families,
+  corner brackets included) are what the redaction variants act on and what span_stats counts as
+  spans; UNQUOTED_HATCH_KINDS (italic, paren, emdash) are counted apart and never redacted.
+  quoted_spans scans the quote families alone, so an em-dash aside or a cued parenthetical never
+  hides the quotes inside it (`— he said "hi" —` has the quoted span `"hi"`). unquoted_hatches
+  scans the unquoted hatches alone and drops any that lies wholly inside a quoted span
+  (`"*x*"` is one quoted span and no hatch); a hatch may contain quoted spans.
 - Quote families are the characters of constants.DOUBLE_QUOTES and constants.SINGLE_QUOTES; every
   character of each family is an opener, a closer or both, as below.
 
@@ -59,18 +70,20 @@ Detection rules, per kind
   the padding whitespace next to the marks is not content. The content must contain a non-space
   character (`——` is no span); a single unpaired dash is no span.
 
-Redaction (REDACTION_VARIANTS)
-- full: unchanged. prose_only: every span deleted with its marks; spans_empty, spans_ellipsis,
-  spans_redacted: every span (marks included) replaced by `""`, `…` (U+2026) or `REDACTED`.
+Redaction (REDACTION_VARIANTS), on the quoted spans only (hatches stay as they are)
+- full: unchanged. prose_only: every quoted span deleted with its marks; spans_empty,
+  spans_ellipsis, spans_redacted: every quoted span (marks included) replaced by `""`, `…`
+  (U+2026) or `REDACTED`.
   These four then get one clean-up: runs of whitespace (newlines included) collapse to one space,
   a space before any of `.,;:!?)` is removed, and the result is stripped. A deleted span leaves
   one space behind, so the words on either side never merge (`a—b—c` -> `a c`); a placeholder is
   inserted as is (`a—b—c` -> `a""c`). The placeholder variants thus differ only in the placeholder.
-- spans_only_marked: the spans with their marks, joined by one space; spans_only_bare: the
-  contents, joined by one space, blank contents skipped. Both are joined verbatim (no clean-up);
-  no spans gives "".
-- span_stats: span_chars counts the characters of all spans, marks included; total_chars is
-  len(text).
+- spans_only_marked: the quoted spans with their marks, joined by one space; spans_only_bare:
+  their contents, joined by one space, blank contents skipped. Both are joined verbatim (no
+  clean-up); no quoted span gives "". A hatch survives in these two only inside a quoted span.
+- span_stats: n_spans and span_chars count the quoted spans and their characters, marks
+  included; n_hatches counts unquoted_hatches and hatch_chars the characters inside them that are
+  not inside a quoted span (so span_chars + hatch_chars <= total_chars = len(text)).
 
 Verbatim check
 - normalize_words: lowercase (str.lower), delete apostrophes (' and ’: "don't" -> "dont"), turn
@@ -88,7 +101,7 @@ Verbatim check
   >= threshold, max as an int; for no runs n = 0 and every other value None.
 
 Bad input raises ValueError naming the argument: a text that is not a str, an unknown variant
-(with the list of valid ones), a negative or non-integer n or seed, runs that are not finite
+or kind (with the list of valid ones), a negative or non-integer n or seed, runs that are not finite
 non-negative integers.
 """
 
@@ -106,8 +119,13 @@ import numpy as np
 from nlaprobe import constants as C
 
 KINDS = ("double", "single", "corner", "italic", "paren", "emdash")
+# E2: quotes proper, and the escape hatches that replace them when quote tokens are banned
 QUOTE_KINDS = ("double", "single")
 HATCH_KINDS = ("corner", "italic", "paren", "emdash")
+# E4: the quote families (corner brackets included), redacted; the hatches without quote marks,
+# counted apart and never redacted
+QUOTED_KINDS = ("double", "single", "corner")
+UNQUOTED_HATCH_KINDS = ("italic", "paren", "emdash")
 REDACTION_VARIANTS = (
     "full",
     "prose_only",
@@ -329,41 +347,90 @@ def _match_dashdash(text: str, i: int) -> Span | None:
     return _trimmed(text, i, k + 3, i + 2, k + 1, "emdash")
 
 
-def _match_at(text: str, i: int) -> Span | None:
+_MATCHERS = {
+    "double": _match_double,
+    "single": _match_single,
+    "corner": _match_corner,
+    "italic": _match_italic,
+    "paren": _match_paren,
+    "emdash": _match_emdash,
+}
+
+
+def _kind_at(text: str, i: int) -> str | None:
+    """The one kind whose opening mark can start at text[i] (the opener sets are disjoint)."""
     ch = text[i]
     if ch in _DOUBLE_OPENERS:
-        return _match_double(text, i)
+        return "double"
     if ch in _SINGLE_OPENERS:
-        return _match_single(text, i)
+        return "single"
     if ch in _CORNERS:
-        return _match_corner(text, i)
+        return "corner"
     if ch == "*":
-        return _match_italic(text, i)
+        return "italic"
     if ch == "(":
-        return _match_paren(text, i)
-    if ch == _EM_DASH:
-        return _match_emdash(text, i)
-    if ch == "-" and i > 0:
-        return _match_dashdash(text, i)
+        return "paren"
+    if ch == _EM_DASH or (ch == "-" and i > 0):
+        return "emdash"
     return None
+
+
+def _match_at(text: str, i: int, kinds: frozenset[str]) -> Span | None:
+    kind = _kind_at(text, i)
+    if kind is None or kind not in kinds:
+        return None
+    if kind == "emdash" and text[i] == "-":
+        return _match_dashdash(text, i)
+    return _MATCHERS[kind](text, i)
+
+
+def _check_kinds(kinds: Any) -> frozenset[str]:
+    if isinstance(kinds, str):
+        raise ValueError(f"kinds must be a collection of kinds, got the str {kinds!r}")
+    try:
+        out = frozenset(kinds)
+    except TypeError:
+        raise ValueError(f"kinds must be a collection of kinds, got {kinds!r}") from None
+    unknown = sorted(str(k) for k in out - set(KINDS))
+    if unknown:
+        raise ValueError(f"kinds has unknown kind(s) {unknown}; valid: {', '.join(KINDS)}")
+    return out
 
 
 # --- detection ----------------------------------------------------------------------------------
 
 
-def find_spans(text: str) -> list[Span]:
-    """Outermost, non-overlapping spans of `text`, sorted by start (rules in the module doc)."""
+def find_spans(text: str, kinds: Sequence[str] = KINDS) -> list[Span]:
+    """Outermost, non-overlapping spans of `text` among the given kinds, sorted by start (rules
+    in the module doc; openers of other kinds are prose)."""
     _check_text(text, "text")
+    wanted = _check_kinds(kinds)
     spans: list[Span] = []
     i = 0
     while i < len(text):
-        span = _match_at(text, i)
+        span = _match_at(text, i, wanted)
         if span is None:
             i += 1
         else:
             spans.append(span)
             i = span.end
     return spans
+
+
+def quoted_spans(text: str) -> list[Span]:
+    """The quote-family spans of `text` (QUOTED_KINDS, scanned alone): what E4 redacts."""
+    return find_spans(text, QUOTED_KINDS)
+
+
+def unquoted_hatches(text: str) -> list[Span]:
+    """The hatch spans of `text` without quote marks (UNQUOTED_HATCH_KINDS, scanned alone),
+    except those lying wholly inside a quoted span: what E4 counts apart and keeps."""
+    quoted = quoted_spans(text)
+    return [
+        h
+        for h in find_spans(text, UNQUOTED_HATCH_KINDS)
+        if not any(q.start <= h.start and h.end <= q.end for q in quoted)
+    ]
 
 
 def span_kinds(text: str) -> set[str]:
@@ -394,7 +461,7 @@ def _clean(text: str) -> str:
 
 
 def redact(text: str, variant: str) -> str:
-    """`text` as edited by one of REDACTION_VARIANTS (definitions in the module doc)."""
+    """`text` as edited by one of REDACTION_VARIANTS, on its quoted spans (module doc)."""
     _check_text(text, "text")
     if variant not in REDACTION_VARIANTS:
         raise ValueError(
@@ -402,7 +469,7 @@ def redact(text: str, variant: str) -> str:
         )
     if variant == "full":
         return text
-    spans = find_spans(text)
+    spans = quoted_spans(text)
     if variant == "spans_only_marked":
         return " ".join(text[s.start : s.end] for s in spans)
     if variant == "spans_only_bare":
@@ -419,11 +486,22 @@ def redact(text: str, variant: str) -> str:
 
 
 def span_stats(text: str) -> dict:
-    """{"n_spans", "span_chars" (characters inside spans, marks included), "total_chars"}."""
-    spans = find_spans(text)
+    """{"n_spans", "span_chars"}: the quoted spans and their characters, marks included;
+    {"n_hatches", "hatch_chars"}: the unquoted hatches and their characters outside any quoted
+    span; "total_chars": len(text)."""
+    quoted = quoted_spans(text)
+    hatches = unquoted_hatches(text)
+    in_quote = np.zeros(len(text), dtype=bool)
+    for q in quoted:
+        in_quote[q.start : q.end] = True
+    in_hatch = np.zeros(len(text), dtype=bool)
+    for h in hatches:
+        in_hatch[h.start : h.end] = True
     return {
-        "n_spans": len(spans),
-        "span_chars": sum(s.end - s.start for s in spans),
+        "n_spans": len(quoted),
+        "span_chars": int(in_quote.sum()),
+        "n_hatches": len(hatches),
+        "hatch_chars": int((in_hatch & ~in_quote).sum()),
         "total_chars": len(text),
     }
 
