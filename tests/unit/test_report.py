@@ -16,6 +16,7 @@ import pytest
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
+from nlaprobe import published as P
 from nlaprobe import report as R
 from nlaprobe.errors import DataError
 from nlaprobe.spans import REDACTION_VARIANTS
@@ -810,3 +811,190 @@ def test_write_report_missing_input_names_it_and_writes_nothing(tmp_path: Path):
     with pytest.raises(DataError, match=re.escape(missing)):
         R.write_report([missing], str(tmp_path / "out" / "report.html"), str(tmp_path / "fig"))
     assert not (tmp_path / "out").exists() and not (tmp_path / "fig").exists()
+
+
+# ----------------------------------------------------------------------------- published figures
+
+PUB_HEADERS = ["figure", "this run [95% CI]", "published", "source", "verdict"]
+PUB_SECTIONS = (
+    "fve_baseline",
+    "quote_ablation",
+    "verbatim",
+    "redaction",
+    "best_of_n",
+    "layers",
+    "transfer_matrix",
+    "ridge_scaling",
+)
+
+
+def paper_checkpoints(pub: P.Published, names=("gemma", "qwen")) -> dict:
+    """meta.checkpoints with the paper's ids (other revisions) under the run's family keys."""
+    return {
+        run_fam: {
+            role: {"id": pub.checkpoints[paper_fam][role], "revision": "r9", "dtype": "bfloat16"}
+            for role in P.ROLES
+        }
+        for run_fam, paper_fam in zip(names, ("gemma", "qwen"), strict=True)
+    }
+
+
+def paper_results() -> dict[str, dict]:
+    res = make_results()
+    for r in res.values():
+        r["meta"]["checkpoints"] = paper_checkpoints(P.load_published())
+    gemma = res["fve_baseline"]["data"]["families"]["gemma"]
+    gemma["fve_train"] = iv(0.78, 0.76, 0.79)  # published 0.775: within
+    gemma["fve_own"] = iv(0.70, 0.65, 0.75)  # published 0.774: below
+    return res
+
+
+def pub_table(sec: str) -> list[list[str]]:
+    start = sec.index("<h3>This run vs published</h3>")
+    return table_rows(tables(sec[start:])[0])
+
+
+def test_html_published_column_with_the_papers_ids():
+    page = R.render_html(paper_results(), {})
+    first_section = page.index("<section")
+    assert re.search(r"Published figures \(paper-2026-06\): <b>\d+ of 110</b> within", page)
+    assert page.index("Published figures (paper-2026-06)") < first_section
+    for name in PUB_SECTIONS:
+        sec = section(page, name)
+        assert pub_table(sec)[0] == PUB_HEADERS, name
+        assert len(pub_table(sec)) > 1, name
+    assert "This run vs published" not in section(page, "diagnostics")
+    sec = section(page, "fve_baseline")
+    assert find_row(sec, "gemma fve_train (train denominator)") == [
+        "gemma fve_train (train denominator)",
+        "0.7800 [0.7600, 0.7900]",
+        "0.775",
+        "seeds/000 §Protocol table; seeds/001 §1",
+        "within",
+    ]
+    assert find_row(sec, "gemma fve_own (eval-set denominator)")[1:] == [
+        "0.7000 [0.6500, 0.7500]",
+        "0.774",
+        "seeds/000 §Protocol table",
+        "outside (run below)",
+    ]
+    # a count equal to the published one; a plain number above it; a null figure
+    assert find_row(sec, "gemma explanation-tag failures (of 1000)")[1:3] == ["0", "0"]
+    assert find_row(sec, "gemma explanation-tag failures (of 1000)")[4] == (
+        "no interval (run = published)"
+    )
+    assert find_row(sec, "gemma nmse median")[1:3] == ["0.24000", "0.0111"]
+    assert find_row(sec, "gemma nmse median")[4] == "no interval (run above)"
+    assert find_row(sec, "qwen fve_own (eval-set denominator)")[1:] == [
+        "—",
+        "0.752",
+        "seeds/000 §Cross-family transfer table (within: AV_qwen → AR_qwen); seeds/001 §1",
+        "no data (data.families.qwen.fve_own has no value)",
+    ]
+    # the mapping decisions are shown under the table
+    assert "seeds/000 is followed: fve_own." in html.unescape(sec)
+    sec = section(page, "transfer_matrix")
+    assert find_row(sec, "within: AV gemma → AR gemma, fve_own")[1:] == [
+        "0.7000 [0.6500, 0.7500]",
+        "0.774",
+        "seeds/000 §Cross-family transfer table",
+        "outside (run below)",
+    ]
+    assert find_row(sec, "within: AV gemma → AR gemma, shuffled-pair null")[1:3] == [
+        "0.010",
+        "-0.76",
+    ]
+    # the hand-made layers result has adjacent layers 1 and 3, not the paper's 40 and 42
+    sec = section(page, "layers")
+    assert find_row(sec, "L40: cos to L41")[4] == (
+        "no data (no '40' in data.families.gemma.adjacent)"
+    )
+
+
+def small_published() -> P.Published:
+    def fig(id_, agg, path, value, decimals):
+        return {
+            "id": id_,
+            "aggregate": agg,
+            "path": path,
+            "value": value,
+            "decimals": decimals,
+            "label": f"label {id_}",
+            "source": "seeds/000 §test",
+        }
+
+    pub = P.load_published()
+    return P.parse_published(
+        {
+            "version": "test-1",
+            "checkpoints": {
+                fam: {"layer": c["layer"], **{r: c[r] for r in P.ROLES}}
+                for fam, c in pub.checkpoints.items()
+            },
+            "figures": [
+                fig("a", "fve_baseline", ["families", "{gemma}", "fve_train"], 0.775, 3),
+                fig("b", "fve_baseline", ["families", "{gemma}", "fve_own"], 0.774, 3),
+                fig("c", "fve_baseline", ["families", "{gemma}", "var_own"], 0.5, 1),
+                fig("d", "fve_baseline", ["families", "{qwen}", "fve_own"], 0.752, 3),
+                fig("e", "redaction", ["families", "{gemma}", "spans", "mean_spans_per_decode"],
+                    1.4, 1),
+                fig("f", "layers", ["families", "{gemma}", "greedy", "fve_own"], 0.5, 2),
+            ],
+        },
+        "small.yaml",
+    )  # fmt: skip
+
+
+def test_html_published_summary_counts_by_hand():
+    # a within, b below, c equal (plain), d no data, e within (1.5 [1.0, 2.0]), f within
+    # (0.5 [0.45, 0.55]); the family keys of the run are not the paper's names
+    res = paper_results()
+    for r in res.values():
+        r["meta"]["checkpoints"] = paper_checkpoints(P.load_published(), ("G", "Q"))
+    for name in ("fve_baseline", "redaction", "layers"):
+        data = res[name]["data"]
+        data["families"] = {{"gemma": "G", "qwen": "Q"}[k]: v for k, v in data["families"].items()}
+    page = R.render_html(res, {}, small_published())
+    assert (
+        "Published figures (test-1): <b>3 of 6</b> within this run's interval; 1 outside, "
+        "1 without an interval in this run, 1 without data."
+    ) in page
+    assert [r[4] for r in pub_table(section(page, "fve_baseline"))[1:]] == [
+        "within",
+        "outside (run below)",
+        "no interval (run = published)",
+        "no data (data.families.Q.fve_own has no value)",
+    ]
+    assert pub_table(section(page, "redaction"))[1] == [
+        "label e",
+        "1.50 [1.00, 2.00]",
+        "1.4",
+        "seeds/000 §test",
+        "within",
+    ]
+    # sections without a published figure have no table
+    for name in ("quote_ablation", "transfer_matrix", "ridge_scaling"):
+        assert "This run vs published" not in section(page, name)
+
+
+@pytest.mark.parametrize("which", ["all", "one"])
+def test_html_no_published_column_with_other_ids(which):
+    res = paper_results()
+    for name, r in res.items():
+        if which == "all" or name == "layers":
+            r["meta"]["checkpoints"]["gemma"]["ar"]["id"] = "org/gemma-ar"
+    page = R.render_html(res, {})
+    assert "This run vs published" not in page and "this run [" not in page
+    note = re.findall(r'<p class="note">No published column: .*?</p>', page)
+    assert len(note) == 1 and page.index(note[0]) < page.index("<section")
+    text = html.unescape(note[0])
+    assert "the published figures (paper-2026-06) apply only to the paper's checkpoints" in text
+    assert "gemma: google/gemma-3-27b-it, kitft/nla-gemma3-27b-L41-av" in text
+    # the first results file (by name) whose ids differ is named
+    first = "best_of_n" if which == "all" else "layers"
+    assert f"this run's differ ({first}.json: family 'gemma' has base/av/ar ids" in text
+
+
+def test_html_hand_made_results_with_other_ids_have_no_published_column(page):
+    assert "This run vs published" not in page
+    assert "No published column" in page

@@ -17,6 +17,10 @@ Invariants:
 - figures never fail on a missing or null value: they draw what exists and say "no data" where
   nothing does; an aggregate absent from the inputs gives a placeholder figure saying so, so the
   report can be built from any subset of the aggregates;
+- published figures (nlaprobe.published): when every input's checkpoint ids are the paper's, a
+  line at the top counts the published figures within the run's intervals and each section
+  ends with a "This run vs published" table of its figures; otherwise one line says the
+  comparison applies only to the paper's checkpoints, and no section has the table;
 - deterministic: the page and the PNG bytes depend only on the inputs (the page shows each
   input's `meta`, nothing else varies). Figures are bare `Figure`s on the Agg canvas (no pyplot,
   no global backend state), drawn under matplotlib's default style with a fixed rc, and saved
@@ -46,6 +50,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from nlaprobe import constants as C
+from nlaprobe import published as P
 from nlaprobe.errors import DataError
 from nlaprobe.io import atomic_path, read_json, write_text
 
@@ -607,6 +612,7 @@ tr:nth-child(even) td { background: #fafafa; }
 figure { margin: 1em 0; } figure img { max-width: 100%; }
 figcaption, .note { color: #555; font-size: 0.9em; }
 .warn { color: #a40; }
+.published { font-size: 0.95em; }
 code { font-size: 0.95em; }
 """
 
@@ -1064,6 +1070,103 @@ def _html_generic(data: dict) -> str:
     return _table(["key", "value"], list(_flatten(data)))
 
 
+# ----------------------------------------------------------------------------- published figures
+
+
+def _pub_number(x: Any, decimals: int) -> str:
+    """A number of a comparison: integers as such, floats to `decimals` places; — when none."""
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return DASH
+    if isinstance(x, int):
+        return str(x)
+    return f"{x:.{decimals}f}" if math.isfinite(x) else DASH
+
+
+def _pub_run(c: P.Comparison) -> str:
+    """The run's value (and interval), one decimal finer than the published figure."""
+    d = c.figure.decimals + 1
+    if P.is_interval(c.run):
+        v = _pub_number(c.run["value"], d)
+        lo, hi = _pub_number(c.run["lo"], d), _pub_number(c.run["hi"], d)
+        return v if lo == DASH and hi == DASH else f"{v} [{lo}, {hi}]"
+    return _pub_number(c.run, d)
+
+
+def _pub_verdict(c: P.Comparison) -> str:
+    if c.verdict == "outside":
+        return f"outside (run {c.relation})"
+    if c.verdict == "no interval":
+        return f"no interval (run {'= published' if c.relation == 'equal' else c.relation})"
+    if c.verdict == "no data":
+        return f"no data ({c.reason})" if c.reason else "no data"
+    return c.verdict
+
+
+def _ci_level(res: Any) -> str:
+    """The interval's level from the results file's alpha (meta.seeds.metrics.alpha): "95% CI"
+    for 0.05; "CI" when the file records none."""
+    alpha = _get(res, "meta", "seeds", "metrics", "alpha")
+    if isinstance(alpha, int | float) and not isinstance(alpha, bool) and 0 < alpha < 1:
+        return f"{100 * (1 - alpha):g}% CI"
+    return "CI"
+
+
+def _published_state(
+    published: P.Published, results: dict[str, dict]
+) -> tuple[P.Match, list[P.Comparison]]:
+    """Whether the run used the paper's checkpoints and, if so, every figure's comparison."""
+    match = P.match_run(published, results)
+    return match, P.compare(published, results) if match.equals_paper else []
+
+
+def _html_published_summary(
+    published: P.Published, match: P.Match, comparisons: Sequence[P.Comparison]
+) -> str:
+    """One line at the top: k of n published figures within the run's interval, or why there
+    is no published column."""
+    if not match.equals_paper:
+        ids = "; ".join(
+            f"{fam}: {', '.join(c[r] for r in P.ROLES)}" for fam, c in published.checkpoints.items()
+        )
+        return (
+            f'<p class="note">No published column: the published figures ({_e(published.version)})'
+            f" apply only to the paper's checkpoints ({_e(ids)}); this run's differ "
+            f"({_e(match.reason)}).</p>"
+        )
+    t = P.tally(comparisons)
+    return (
+        f'<p class="published">Published figures ({_e(published.version)}): '
+        f"<b>{t['within']} of {len(comparisons)}</b> within this run's interval; "
+        f"{t['outside']} outside, {t['no interval']} without an interval in this run, "
+        f"{t['no data']} without data. Each section compares them under "
+        f"“This run vs published”.</p>"
+    )
+
+
+def _html_published(name: str, comparisons: Sequence[P.Comparison], res: Any) -> str:
+    """The section's "This run vs published" table (nothing when no figure belongs to it, or
+    when the run's checkpoints are not the paper's: then `comparisons` is empty)."""
+    mine = [c for c in comparisons if c.figure.aggregate == name]
+    if not mine:
+        return ""
+    rows = [
+        [
+            c.figure.label,
+            _pub_run(c),
+            _pub_number(c.figure.value, c.figure.decimals),
+            c.figure.source,
+            _pub_verdict(c),
+        ]
+        for c in mine
+    ]
+    headers = ["figure", f"this run [{_ci_level(res)}]", "published", "source", "verdict"]
+    parts = [_h3("This run vs published"), _table(headers, rows)]
+    notes = [f"<li>{_e(c.figure.label)}: {_e(c.figure.note)}</li>" for c in mine if c.figure.note]
+    if notes:
+        parts.append('<ul class="note">' + "".join(notes) + "</ul>")
+    return "\n".join(parts)
+
+
 SECTIONS: dict[str, Callable[[dict], str]] = {
     "fve_baseline": _html_fve_baseline,
     "quote_ablation": _html_quote_ablation,
@@ -1135,10 +1238,19 @@ def _meta_summary(results: dict[str, dict]) -> str:
     return "\n".join(parts)
 
 
-def render_html(results: dict[str, dict], figures: dict[str, bytes]) -> str:
+def render_html(
+    results: dict[str, dict], figures: dict[str, bytes], published: P.Published | None = None
+) -> str:
     """The report page: the inputs' meta at the top, then one section per aggregate present (its
     tables, and its figure) in the order of TITLES, unknown aggregates after; a figure of an
-    absent aggregate gets a short section of its own. Each entry of `figures` appears once."""
+    absent aggregate gets a short section of its own. Each entry of `figures` appears once.
+
+    `published` (default: the packaged file of nlaprobe.published): when the run's checkpoint
+    ids are the paper's, a line at the top counts the published figures within the run's
+    intervals and each section has a "This run vs published" table; otherwise one line says
+    the comparison applies only to the paper's checkpoints."""
+    pub = published if published is not None else P.load_published()
+    match, comparisons = _published_state(pub, results)
     order = [n for n in TITLES if n in results] + sorted(n for n in results if n not in TITLES)
     figs_of: dict[str, list[str]] = {}
     for fig_name in figures:
@@ -1154,6 +1266,7 @@ def render_html(results: dict[str, dict], figures: dict[str, bytes]) -> str:
             body.append(f'<p class="note">From <code>{_e(name)}.json</code>.</p>')
             data = _d(results[name].get("data"))
             body.append(SECTIONS.get(name, _html_generic)(data))
+            body.append(_html_published(name, comparisons, results[name]))
         else:
             body.append(f'<p class="note">{_e(name)}.json is not among the report inputs.</p>')
         body += [_img(f, figures[f]) for f in figs_of.get(name, [])]
@@ -1173,6 +1286,7 @@ def render_html(results: dict[str, dict], figures: dict[str, bytes]) -> str:
             f"<style>{_CSS}</style>",
             "</head><body>",
             "<h1>nlaprobe report</h1>",
+            _html_published_summary(pub, match, comparisons),
             _meta_summary(results),
             '<p class="note">Intervals read <code>value [lo, hi]</code>: the value on all rows '
             "and its bootstrap percentile interval over documents (level 1 − alpha, alpha in the "
