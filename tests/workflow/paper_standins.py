@@ -52,6 +52,8 @@ DATASET = "openbmb/Ultra-FineWeb"
 SIZES = TinySizes(vocab_size=512, hidden_size=32, intermediate_size=64, num_heads=4,
                   num_kv_heads=2, max_position_embeddings=1024)  # fmt: skip
 AV_BLOCKS = 2
+# documents whose layer-K vectors train the stand-in AVs (x 8 positions)
+STANDIN_TRAIN_DOCS = 128
 
 
 def commit_for(name: str) -> str:
@@ -68,7 +70,7 @@ def build_family(style: str, layer: int, out: Path, texts: list[str], steps: int
     sizes = TinySizes(**{**SIZES.__dict__, "num_layers": layer + 2})
     tokenizer = build_tokenizer(style, texts, sizes.vocab_size)
     base = causal_lm(style, text_config(style, sizes, tokenizer)).eval()
-    docs = [Document(f"standin:{i}", i, t) for i, t in enumerate(texts[:200])]
+    docs = [Document(f"standin:{i}", i, t) for i, t in enumerate(texts[:STANDIN_TRAIN_DOCS])]
     table = extract(
         base,
         tokenizer,
@@ -159,7 +161,7 @@ def write_dataset(out: Path, texts: list[str], real: list[tuple[int, int]], tota
 
 
 def build_paper_cache(
-    cache: Path, work: Path, *, real: list[tuple[int, int]], total: int, av_steps: int = 120
+    cache: Path, work: Path, *, real: list[tuple[int, int]], total: int, av_steps: int = 150
 ) -> dict[str, str]:
     """Fill the hub cache `cache` with every stand-in (refs/main -> a commit per repo); return
     {repo id: commit}."""
