@@ -16,10 +16,11 @@ rule decode:
         "logs/decode/av-{avtag}/{cond}/shard-{shard}.log",
     benchmark:
         "benchmarks/rules/decode/av-{avtag}/{cond}/shard-{shard}.tsv"
-    threads: 1
+    # estimated from the AV checkpoint, batch, samples and new tokens (nlaprobe.resources)
+    threads: P.job_threads("decode")
     resources:
-        mem_mb=16000,
-        runtime=240,
+        mem_mb=P.job_resource("decode", "mem_mb"),
+        runtime=P.job_resource("decode", "runtime"),
         gpu=P.gpus(),
     conda:
         "../envs/cpu.yaml"

@@ -13,11 +13,13 @@ rule build_demo:
         "logs/build_demo/demo-{dtag}/{style}.log",
     benchmark:
         "benchmarks/rules/build_demo/demo-{dtag}/{style}.tsv"
-    # both demo families train side by side, each on half the cores
-    threads: lambda wildcards: max(1, (workflow.cores or 2) // 2)
+    # estimated from the demo sizes and training steps (nlaprobe.resources); tiny models
+    # train on one thread each, side by side
+    threads: P.job_threads("build_demo")
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=P.job_resource("build_demo", "mem_mb"),
+        runtime=P.job_resource("build_demo", "runtime"),
+        gpu=P.gpus(),
     conda:
         "../envs/cpu.yaml"
     shell:

@@ -19,10 +19,11 @@ rule extract:
         "logs/extract/base-{btag}/{split}/shard-{shard}.log",
     benchmark:
         "benchmarks/rules/extract/base-{btag}/{split}/shard-{shard}.tsv"
-    threads: 1
+    # estimated from the base checkpoint, batch and max length (nlaprobe.resources)
+    threads: P.job_threads("extract")
     resources:
-        mem_mb=8000,
-        runtime=120,
+        mem_mb=P.job_resource("extract", "mem_mb"),
+        runtime=P.job_resource("extract", "runtime"),
         gpu=P.gpus(),
     conda:
         "../envs/cpu.yaml"

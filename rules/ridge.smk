@@ -15,10 +15,11 @@ rule ridge:
         "logs/ridge/ridge-{rtag}/{src}_to_{dst}/n-{n}.log",
     benchmark:
         "benchmarks/rules/ridge/ridge-{rtag}/{src}_to_{dst}/n-{n}.tsv"
-    threads: 1
+    # estimated from n, the families' widths and the kernels (nlaprobe.resources)
+    threads: P.job_threads("ridge")
     resources:
-        mem_mb=16000,
-        runtime=120,
+        mem_mb=P.job_resource("ridge", "mem_mb"),
+        runtime=P.job_resource("ridge", "runtime"),
         gpu=P.gpus(),
     conda:
         "../envs/cpu.yaml"

@@ -22,10 +22,11 @@ rule score:
         "logs/score/av-{avtag}__ar-{artag}/{cond}/{variant}/shard-{shard}.log",
     benchmark:
         "benchmarks/rules/score/av-{avtag}__ar-{artag}/{cond}/{variant}/shard-{shard}.tsv"
-    threads: 1
+    # estimated from the AR checkpoint, batch and explanation length (nlaprobe.resources)
+    threads: P.job_threads("score")
     resources:
-        mem_mb=16000,
-        runtime=120,
+        mem_mb=P.job_resource("score", "mem_mb"),
+        runtime=P.job_resource("score", "runtime"),
         gpu=P.gpus(),
     conda:
         "../envs/cpu.yaml"

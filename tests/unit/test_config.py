@@ -158,6 +158,7 @@ def test_defaults_are_filled(cfg: dict[str, Any]) -> None:
         "dtype": "float32",
         "revision": "main",
         "trust_remote_code": False,
+        "params_b": None,
     }
     assert out["families"]["gemma"]["train_var"] is None
 
@@ -440,6 +441,7 @@ def test_validate_checkpoint_entry() -> None:
         "revision": "main",
         "dtype": "bfloat16",
         "trust_remote_code": False,
+        "params_b": None,
     }
     with pytest.raises(
         ConfigError, match=r"'families\.qwen\.av': give exactly one of id, path, demo"
@@ -455,7 +457,12 @@ def test_apply_defaults_follows_pattern_properties_and_refs() -> None:
     fam = out["families"]["f"]
     assert fam["adjacent_layers"] == []
     assert fam["av"]["revision"] == "main"
-    assert fam["base"] == {"revision": "main", "dtype": "bfloat16", "trust_remote_code": False}
+    assert fam["base"] == {
+        "revision": "main",
+        "dtype": "bfloat16",
+        "trust_remote_code": False,
+        "params_b": None,
+    }
     assert out["sampling"]["positions_per_doc"] == 5
 
 

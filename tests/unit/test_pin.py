@@ -227,6 +227,7 @@ def test_workflow_config_tells_configfile_from_config(tmp_path):
         "dtype": "float32",
         "revision": "main",
         "trust_remote_code": False,
+        "params_b": None,
     }
     assert cfg["families"]["gemma"]["av"]["demo"] == "gemma"
     assert cfg["corpus"]["source"] == "builtin"

@@ -787,3 +787,8 @@ def test_scale_summary_of_the_paper_config():
     assert s["generated_tokens_max"] == 28000 * 200
     assert s["families"]["gemma"]["ar_scorings"] == 22000
     assert s["ar_scorings"] == 22000 + 20000
+    # what the model jobs request (nlaprobe.resources; values in tests/unit/test_resources.py)
+    res = s["resources"]
+    assert set(res) == {"extract", "decode", "score", "ridge"}
+    assert set(res["decode"]) == {"gemma", "qwen"}
+    assert res["extract"]["gemma"]["gpu"] == 1 and res["extract"]["gemma"]["gpu_mem_mb"] > 54000

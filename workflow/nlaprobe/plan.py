@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nlaprobe import constants as C
+from nlaprobe import resources as R
 from nlaprobe.config import primary_family
 from nlaprobe.corpus import n_shards
 from nlaprobe.errors import ConfigError
@@ -625,6 +626,134 @@ class Plan:
         """GPUs a model job asks the scheduler for: none when the config runs on the CPU."""
         return 0 if self.device == "cpu" else 1
 
+    # ------------------------------------------------------------------ resources
+    def arch(self, fam: str, role: str) -> R.Arch:
+        return R.entry_arch(
+            self.checkpoint_entry(fam, role), self.cfg.get("demo", {}), f"families.{fam}.{role}"
+        )
+
+    def shard_docs_max(self, split: str) -> int:
+        r = self.cfg["corpus"]["splits"][split]
+        return min(self.cfg["corpus"]["shard_docs"], r["stop"] - r["start"])
+
+    def eval_rows_per_shard(self) -> int:
+        return self.shard_docs_max("eval") * self.cfg["sampling"]["positions_per_doc"]
+
+    def samples(self, cond: str) -> int:
+        return self.cfg["decode"]["n_samples"] if cond == "sample_t1" else 1
+
+    def extract_request(self, fam: str, split: str) -> R.Request:
+        s = self.cfg["sampling"]
+        return R.extract_request(
+            self.arch(fam, "base"),
+            R.dtype_bytes(self.checkpoint_entry(fam, "base")),
+            docs=self.shard_docs_max(split),
+            batch=s["batch_size"],
+            max_length=s["max_length"],
+            on_gpu=self.gpus() > 0,
+        )
+
+    def decode_request(self, fam: str, cond: str) -> R.Request:
+        d = self.cfg["decode"]
+        return R.decode_request(
+            self.arch(fam, "av"),
+            R.dtype_bytes(self.checkpoint_entry(fam, "av")),
+            sequences=self.eval_rows_per_shard() * self.samples(cond),
+            batch=d["batch_size"],
+            new_tokens=d["max_new_tokens"],
+            on_gpu=self.gpus() > 0,
+        )
+
+    def score_request(self, ar: str, cond: str) -> R.Request:
+        d = self.cfg["decode"]
+        return R.score_request(
+            self.arch(ar, "ar"),
+            R.dtype_bytes(self.checkpoint_entry(ar, "ar")),
+            texts=self.eval_rows_per_shard() * self.samples(cond),
+            batch=d["batch_size"],
+            new_tokens=d["max_new_tokens"],
+            on_gpu=self.gpus() > 0,
+        )
+
+    def demo_request(self, style: str) -> R.Request:
+        demo = self.cfg.get("demo", {})
+        real = (demo.get("base_models") or {}).get(style)
+        entry = {"demo": style}
+        return R.demo_request(
+            R.entry_arch(entry, demo, f"demo ({style})"),
+            demo.get("train", {}),
+            real_base=bool(real),
+            on_gpu=self.gpus() > 0,
+        )
+
+    def ridge_request(self, src: str, dst: str, n: int) -> R.Request:
+        r = self.cfg["ridge"]
+        fits = sum(len(r["rbf_gammas"]) if k == "rbf" else 1 for k in r["kernels"])
+        n_eval = self.n_shards("eval") * self.eval_rows_per_shard()
+        return R.ridge_request(
+            n,
+            n_eval,
+            self.arch(src, "base").hidden,
+            self.arch(dst, "base").hidden,
+            fits,
+            on_gpu=self.gpus() > 0,
+        )
+
+    def job_request(self, rule: str, wildcards) -> R.Request:
+        """The request of one job of a model rule (or ridge), from its wildcards."""
+        w = wildcards
+        if rule == "extract":
+            return self.extract_request(self.family_for_activation_tag(w.btag, w.split), w.split)
+        if rule == "decode":
+            return self.decode_request(self.family_for_decode_tag(w.avtag), w.cond)
+        if rule == "score":
+            return self.score_request(self.family_for_ar_tag(w.artag), w.cond)
+        if rule == "build_demo":
+            return self.demo_request(w.style)
+        if rule == "ridge":
+            return self.ridge_request(w.src, w.dst, int(w.n))
+        raise ConfigError(
+            f"no resource estimate for rule {rule!r}; estimated: {[*R.MODEL_RULES, 'ridge']}"
+        )
+
+    def job_threads(self, rule: str):
+        """A `threads:` function (wildcards) -> CPUs of the job of `rule`."""
+
+        def threads(wildcards) -> int:
+            return self.job_request(rule, wildcards).threads
+
+        return threads
+
+    def job_resource(self, rule: str, key: str):
+        """A `resources:` function (wildcards) -> `key` (mem_mb, runtime, gpu) of the job."""
+
+        def resource(wildcards) -> int:
+            return self.job_request(rule, wildcards).resources()[key]
+
+        return resource
+
+    def resource_summary(self) -> dict:
+        """Per rule (and family, style or direction) the largest request among its jobs: what
+        `nlaprobe plan` prints and the README tabulates."""
+        largest = R.largest
+        out: dict = {}
+        if self.demo_styles():
+            out["build_demo"] = {s: self.demo_request(s) for s in self.demo_styles()}
+        out["extract"] = {
+            f: largest(self.extract_request(f, sp) for sp in SPLITS) for f in self.families
+        }
+        out["decode"] = {
+            f: largest(self.decode_request(f, c) for c in self.conditions(f)) for f in self.families
+        }
+        out["score"] = {
+            f: largest(self.score_request(f, c) for c in self.conditions(f)) for f in self.families
+        }
+        n = max(self.ridge_sizes())
+        out["ridge"] = {
+            f"{a}_to_{b}": self.ridge_request(a, b, n) for a, b in self.ridge_directions()
+        }
+        return {rule: {k: vars(r) for k, r in jobs.items()} for rule, jobs in out.items()}
+
     def extract_job(self, btag: str, split: str, shard: str) -> dict:
         """Inputs and CLI parameters of the extraction job that writes this activation shard."""
         fam = self.family_for_activation_tag(btag, split)
@@ -703,7 +832,8 @@ def scale_summary(cfg: dict) -> dict:
     """What a validated config asks for, before anything runs: documents, activation rows and
     ridge pairs (upper bounds: documents x positions per document; a document with fewer
     candidate tokens gives fewer), decoded sequences and generated tokens (upper bound:
-    sequences x max_new_tokens), AR scorings, per family and in total."""
+    sequences x max_new_tokens), AR scorings, per family and in total, and what each rule's
+    largest job requests from a scheduler (`resources`, see nlaprobe.resources)."""
     p = Plan(cfg)
     splits = cfg["corpus"]["splits"]
     per_doc = cfg["sampling"]["positions_per_doc"]
@@ -736,4 +866,5 @@ def scale_summary(cfg: dict) -> dict:
         "decoded_sequences": sum(f["decoded_sequences"] for f in fams.values()),
         "generated_tokens_max": sum(f["generated_tokens_max"] for f in fams.values()),
         "ar_scorings": sum(f["ar_scorings"] for f in fams.values()),
+        "resources": p.resource_summary(),
     }
