@@ -31,6 +31,8 @@ test: install-test
 lint: install-test
 	$(BIN)/ruff check workflow tests benchmarks
 	$(BIN)/ruff format --check workflow tests benchmarks
+	$(BIN)/snakefmt --check Snakefile rules
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --lint
 
 clean:
 	rm -rf results logs .snakemake benchmarks/rules

@@ -30,7 +30,9 @@ envvars:
     "PATH",
 
 
-os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+os.environ["PATH"] = (
+    os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+)
 
 
 wildcard_constraints:
@@ -48,7 +50,6 @@ wildcard_constraints:
     src="|".join(P.families),
     dst="|".join(P.families),
     n=r"\d+",
-
     stag=r"[0-9a-f]{10}",
     name=r"[a-z_]+",
 

@@ -8,8 +8,7 @@ rule report:
     output:
         html="results/report.html",
         figures=[
-            report(f"results/figures/{fig}.png", category="Figures")
-            for fig in FIGURES
+            report(f"results/figures/{fig}.png", category="Figures") for fig in FIGURES
         ],
     params:
         inputs=lambda w, input: to_json(list(input)),

@@ -4,7 +4,9 @@
 rule score:
     input:
         unpack(
-            lambda w: P.score_job(w.avtag, w.artag, w.cond, w.variant, w.shard)["inputs"]
+            lambda w: P.score_job(w.avtag, w.artag, w.cond, w.variant, w.shard)[
+                "inputs"
+            ]
         ),
     output:
         "results/scores/av-{avtag}__ar-{artag}/{cond}/{variant}/shard-{shard}.parquet",
@@ -12,7 +14,9 @@ rule score:
         checkpoint=lambda w: P.score_job(w.avtag, w.artag, w.cond, w.variant, w.shard)[
             "checkpoint"
         ],
-        score=lambda w: P.score_job(w.avtag, w.artag, w.cond, w.variant, w.shard)["params"],
+        score=lambda w: P.score_job(w.avtag, w.artag, w.cond, w.variant, w.shard)[
+            "params"
+        ],
         demo_root=lambda w, input: input.model[0] if input.model else "",
         provenance=lambda w: P.score_job(w.avtag, w.artag, w.cond, w.variant, w.shard)[
             "provenance"
@@ -35,4 +39,3 @@ rule score:
         " --decodes {input.decodes:q} --gold {input.gold:q} --variant {wildcards.variant}"
         " --params {params.score:q} --out {output:q} --demo-root={params.demo_root:q}"
         " --provenance {params.provenance:q} --device {params.device} > {log:q} 2>&1"
-
