@@ -8,22 +8,16 @@ state or result is shared with the repository or between tests that do not ask f
 
 from __future__ import annotations
 
-import copy
-import json
 import math
-import os
 import re
 import shutil
-import subprocess
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from workflow_common import copy_workflow, reduced_config
+from workflow_common import EVAL, Run, copy_workflow, snakemake, write_config
 
 from nlaprobe.config import read_config_file, validate_config
 from nlaprobe.constants import FIGURES
@@ -34,33 +28,6 @@ NOTHING_TO_DO = "Nothing to be done"
 
 def make_workdir(dst: Path) -> Path:
     return copy_workflow(dst)
-
-
-def snakemake(
-    workdir: Path, *args: str, check: bool = True, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess:
-    """Run Snakemake of this interpreter in `workdir`; stdout and stderr merged."""
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        # tiny models: one thread per job avoids oversubscribing the cores given to --cores
-        "OMP_NUM_THREADS": "1",
-        **(env or {}),
-    }
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", *args],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=900,
-    )
-    if check and proc.returncode != 0:
-        pytest.fail(f"snakemake {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-6000:]}")
-    return proc
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -205,10 +172,6 @@ def test_lint(workdir):
 
 # ----------------------------------------------------------------------------- one real run
 
-EVAL = "eval"
-# one shard per split: the whole DAG (every condition, variant and aggregate) in ~80 jobs; the
-# resume tests (test_resume.py) cover the two-shard case
-SHARD_DOCS = 16
 FAMILIES = ("qwen", "gemma")
 META_KEYS = {
     "schema_version",
@@ -232,44 +195,6 @@ DATA_KEYS = {
     "transfer_matrix": {"families", "matrix", "nulls", "cells", "alignment"},
     "ridge_scaling": {"kernels", "directions"},
 }
-
-
-def write_config(workdir: Path, name: str, mutate: Callable[[dict], None] | None = None) -> Plan:
-    """Write the reduced config (optionally mutated) as `name`; return its validated plan."""
-    raw = reduced_config(shard_docs=SHARD_DOCS)
-    if mutate is not None:
-        raw = copy.deepcopy(raw)
-        mutate(raw)
-    cfg = validate_config(raw, source=name)  # the swap must be a valid config
-    (workdir / name).write_text(yaml.safe_dump(raw, sort_keys=False))
-    return Plan(cfg)
-
-
-class Run:
-    def __init__(self, workdir: Path, plan: Plan, seconds: float):
-        self.workdir = workdir
-        self.plan = plan
-        self.seconds = seconds
-
-    def json(self, name: str) -> dict:
-        return json.loads((self.workdir / "results" / f"{name}.json").read_text())
-
-    def eval_rows(self, fam: str) -> int:
-        return sum(
-            pq.read_metadata(self.workdir / self.plan.activation_shard(fam, EVAL, s)).num_rows
-            for s in self.plan.shards(EVAL)
-        )
-
-
-@pytest.fixture(scope="module")
-def real_run(tmp_path_factory) -> Run:
-    workdir = make_workdir(tmp_path_factory.mktemp("real") / "wf")
-    plan = write_config(workdir, "reduced.yaml")
-    start = time.monotonic()
-    snakemake(workdir, "--cores", "2", "--configfile", "reduced.yaml")
-    seconds = time.monotonic() - start
-    print(f"\nreduced default run: {seconds:.1f} s on 2 cores")
-    return Run(workdir, plan, seconds)
 
 
 def files_under(workdir: Path, folder: str) -> set[str]:

@@ -1,15 +1,32 @@
 """What the workflow tests share: the repository's workflow files, copied into a fresh working
-directory per test (what a new machine checks out), and the reduced default config of CI."""
+directory per test (what a new machine checks out), the reduced default config of CI, a way to
+run Snakemake on it, and one local run of it (`Run`, the session fixture `real_run` of
+conftest.py) that test_workflow checks and test_slurm compares the cluster's results with."""
 
 from __future__ import annotations
 
+import copy
+import json
+import os
 import shutil
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from nlaprobe.config import read_config_file
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from nlaprobe.config import read_config_file, validate_config
+from nlaprobe.plan import Plan
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOW_FILES = ("Snakefile", "rules", "config", "profiles", "envs")
+EVAL = "eval"
+# one shard per split: the whole DAG (every condition, variant and aggregate) in ~80 jobs; the
+# resume tests (test_resume.py) cover the two-shard case
+SHARD_DOCS = 16
 
 
 def copy_workflow(dst: Path) -> Path:
@@ -44,3 +61,60 @@ def reduced_config(shard_docs: int = 8) -> dict:
     raw.setdefault("metrics", {})["n_boot"] = 50
     raw["ridge"] = {"n_points": 2, "n_min": 8, "rbf_gammas": [1.0]}
     return raw
+
+
+def snakemake_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        # tiny models: one thread per job avoids oversubscribing the cores given to --cores
+        "OMP_NUM_THREADS": "1",
+        **(extra or {}),
+    }
+
+
+def snakemake(
+    workdir: Path, *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run Snakemake of this interpreter in `workdir`; stdout and stderr merged."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=workdir,
+        env=snakemake_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=900,
+    )
+    if check and proc.returncode != 0:
+        pytest.fail(f"snakemake {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-6000:]}")
+    return proc
+
+
+def write_config(workdir: Path, name: str, mutate: Callable[[dict], None] | None = None) -> Plan:
+    """Write the reduced config (optionally mutated) as `name`; return its validated plan."""
+    raw = reduced_config(shard_docs=SHARD_DOCS)
+    if mutate is not None:
+        raw = copy.deepcopy(raw)
+        mutate(raw)
+    cfg = validate_config(raw, source=name)  # the swap must be a valid config
+    (workdir / name).write_text(yaml.safe_dump(raw, sort_keys=False))
+    return Plan(cfg)
+
+
+class Run:
+    def __init__(self, workdir: Path, plan: Plan, seconds: float):
+        self.workdir = workdir
+        self.plan = plan
+        self.seconds = seconds
+
+    def json(self, name: str) -> dict:
+        return json.loads((self.workdir / "results" / f"{name}.json").read_text())
+
+    def eval_rows(self, fam: str) -> int:
+        return sum(
+            pq.read_metadata(self.workdir / self.plan.activation_shard(fam, EVAL, s)).num_rows
+            for s in self.plan.shards(EVAL)
+        )
