@@ -30,9 +30,18 @@ def _json_arg(text: str, what: str) -> dict:
 
 
 def cmd_validate_config(args) -> int:
-    from nlaprobe.config import load_config, validate_config
+    from nlaprobe.config import floating_revisions, load_config, validate_config
 
     cfg = validate_config(load_config(args.files), source=", ".join(map(str, args.files)))
+    floating = floating_revisions(cfg)
+    if floating and not cfg["run"]["allow_floating_revisions"]:
+        log.warning(
+            "%d floating hub revision(s) (%s): the workflow refuses them; pin with "
+            "`nlaprobe pin %s`",
+            len(floating),
+            ", ".join(key for key, *_ in floating),
+            args.files[-1],
+        )
     if args.print:
         sys.stdout.write(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     log.info("config OK: %s (families: %s)", ", ".join(args.files), ", ".join(cfg["families"]))
