@@ -4,7 +4,8 @@ aggregate with the crossover against the text route (SPEC §6 E8).
 inputs -> outputs
 - ridge_stage: the ridge-split and eval-split activation shards of a source and a destination
   family (aligned row for row) + n -> `results/ridge/ridge-<tag>/<src>_to_<dst>/n-<n>.json`
-  (per kernel: chosen alpha/gamma, validation curve, eval nmse) and `.npz` (per kernel: the
+  (per kernel: chosen alpha/gamma, validation curve, eval nmse, the solver and the dtype of its
+  arithmetic, and for float32 fits the float64 check) and `.npz` (per kernel: the
   eval predictions, the dual coefficients, the training row indices; the linear kernel's primal
   weights W [d_src, d_dst]). No pickled objects.
 - ridge_scaling: every direction's fits + the destination family's eval gold + the transfer
@@ -163,11 +164,15 @@ def ridge_stage(
                 for f in fits.values()
             },
             "eval_nmse_mean": float(nmse.mean()),
+            "solver": best.solver,
+            "dtype": best.dtype,
+            "f32_check": best.f32_check,
         }
         arrays[f"{name}_eval_pred"] = pred.astype(np.float32)
         arrays[f"{name}_dual_coef"] = best.dual_coef.astype(np.float32)
         if name == "linear":
-            arrays["linear_weight"] = (best.x_train.T @ best.dual_coef).astype(np.float32)
+            w = best.weight if best.weight is not None else best.x_train.T @ best.dual_coef
+            arrays["linear_weight"] = w.astype(np.float32)
     with atomic_path(out_npz) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
