@@ -180,9 +180,11 @@ def test_linear_kernel_recovers_an_exact_linear_map():
     np.testing.assert_allclose(pred, unit(x_new) @ w, atol=1e-6)
 
 
-@pytest.mark.parametrize("solver", ["eigh", "cholesky"])
-def test_refit_equals_numpy_closed_form_on_all_pairs(solver):
-    # eigh refits by block elimination on the selection's eigendecomposition, cholesky directly
+@pytest.mark.parametrize("solver", ["band", "eigh", "cholesky"])
+def test_refit_equals_numpy_closed_form_on_all_pairs(solver, monkeypatch):
+    # band and eigh refit by block elimination on the selection's reduction, cholesky directly;
+    # a band of 8 makes the 48 training rows 6 blocks
+    monkeypatch.setattr(R, "BAND_WIDTH", 8)
     x, y, x_new = rand((60, 5), 10), rand((60, 4), 11), rand((7, 5), 12)
     gamma, alpha = 0.8, 0.1
     fit = R.fit_kernel_ridge(x, y, R.KernelSpec("rbf", gamma), [alpha], solver=solver)
@@ -196,7 +198,7 @@ def test_refit_equals_numpy_closed_form_on_all_pairs(solver):
     )
 
 
-@pytest.mark.parametrize("solver", ["eigh", "cholesky"])
+@pytest.mark.parametrize("solver", ["band", "eigh", "cholesky"])
 def test_predictions_equal_scikit_learn_kernel_ridge(solver):
     kernel_ridge = pytest.importorskip("sklearn.kernel_ridge")
     x, y, x_new = rand((60, 5), 10), rand((60, 4), 11), rand((7, 5), 12)
@@ -324,14 +326,16 @@ GRID = [1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0]
 @pytest.mark.parametrize(
     "kernel, gamma, solvers",
     [
-        ("linear", None, ["primal", "eigh", "cholesky"]),
-        ("rbf", 0.5, ["eigh", "cholesky"]),
-        ("rbf", 4.0, ["eigh", "cholesky"]),
+        ("linear", None, ["primal", "band", "eigh", "cholesky"]),
+        ("rbf", 0.5, ["band", "eigh", "cholesky"]),
+        ("rbf", 4.0, ["band", "eigh", "cholesky"]),
     ],
 )
-def test_solvers_select_the_same_alpha_with_the_same_scores(kernel, gamma, solvers):
+def test_solvers_select_the_same_alpha_with_the_same_scores(kernel, gamma, solvers, monkeypatch):
     # 150 noisy pairs in d = 10 (120 in the selection's training part, so d < n_train): every
-    # solver scores every alpha as the eigendecomposition path did, and predicts the same
+    # solver scores every alpha as the eigendecomposition path did, and predicts the same; a
+    # band of 16 makes the 120 training rows 7 full blocks and one of 8
+    monkeypatch.setattr(R, "BAND_WIDTH", 16)
     x = rand((150, 10), 20)
     y = np.tanh(x @ rand((10, 6), 21)) + 0.3 * rand((150, 6), 22)
     x_new = rand((30, 10), 23)
@@ -366,19 +370,19 @@ def test_primal_form_weight_is_the_closed_form_and_predicts_like_the_dual_form()
 
 def test_choose_solver_cost_model_by_hand():
     # n = 4,000 pairs at val_fraction 0.2: 3,200 in training, the refit costs 1.25^3 = 1.95
-    # Cholesky factorisations of the training kernel; eigh costs EIGH_COST = 10 of them
+    # Cholesky factorisations of the training kernel; the band reduction BAND_COST = 4 of them
     sizes = {"n": 4000, "n_train": 3200, "d": 64}
-    assert R.EIGH_COST == 10.0
+    assert R.BAND_COST == 4.0
     assert R.choose_solver("linear", n_alphas=1, **sizes) == "primal"
-    assert R.choose_solver("rbf", n_alphas=13, **sizes) == "eigh"
-    assert R.choose_solver("rbf", n_alphas=9, **sizes) == "eigh"  # 9 + 1.95 > 10
-    assert R.choose_solver("rbf", n_alphas=8, **sizes) == "cholesky"  # 8 + 1.95 < 10
-    # the linear kernel is primal while d < n_train, dual (eigh or cholesky) from there on
+    assert R.choose_solver("rbf", n_alphas=13, **sizes) == "band"
+    assert R.choose_solver("rbf", n_alphas=3, **sizes) == "band"  # 3 + 1.95 > 4
+    assert R.choose_solver("rbf", n_alphas=2, **sizes) == "cholesky"  # 2 + 1.95 < 4
+    # the linear kernel is primal while d < n_train, dual (band or cholesky) from there on
     assert R.choose_solver("linear", n=4000, n_train=3200, d=3199, n_alphas=13) == "primal"
-    assert R.choose_solver("linear", n=4000, n_train=3200, d=3200, n_alphas=13) == "eigh"
-    assert R.choose_solver("linear", n=4000, n_train=3200, d=5376, n_alphas=3) == "cholesky"
-    # a large refit favours eigh, whose refit reuses the eigendecomposition
-    assert R.choose_solver("rbf", n=200, n_train=100, d=8, n_alphas=3) == "eigh"  # 3 + 8 > 10
+    assert R.choose_solver("linear", n=4000, n_train=3200, d=3200, n_alphas=13) == "band"
+    assert R.choose_solver("linear", n=4000, n_train=3200, d=5376, n_alphas=1) == "cholesky"
+    # a large refit favours band, whose refit reuses the reduction
+    assert R.choose_solver("rbf", n=200, n_train=100, d=8, n_alphas=1) == "band"  # 1 + 8 > 4
     with pytest.raises(ValueError, match="unknown kernel 'poly'"):
         R.choose_solver("poly", n_alphas=1, **sizes)
 
@@ -387,10 +391,10 @@ def test_auto_solver_follows_the_cost_model():
     x, y = rand((100, 6), 27), rand((100, 3), 28)
     grid13 = np.geomspace(1e-4, 100, 13)
     assert R.fit_kernel_ridge(x, y, R.KernelSpec("linear"), grid13).solver == "primal"
-    assert R.fit_kernel_ridge(x, y, R.KernelSpec("rbf", 1.0), grid13).solver == "eigh"
+    assert R.fit_kernel_ridge(x, y, R.KernelSpec("rbf", 1.0), grid13).solver == "band"
     assert R.fit_kernel_ridge(x, y, R.KernelSpec("rbf", 1.0), [0.1, 1.0]).solver == "cholesky"
     wide = rand((100, 90), 29)  # d = 90 >= 80 training rows: the linear kernel goes dual
-    assert R.fit_kernel_ridge(wide, y, R.KernelSpec("linear"), grid13).solver == "eigh"
+    assert R.fit_kernel_ridge(wide, y, R.KernelSpec("linear"), grid13).solver == "band"
     fits = R.fit_best(x, y, [R.KernelSpec("linear"), R.KernelSpec("rbf", 1.0)], [1.0])
     assert [f.solver for f in fits.values()] == ["primal", "cholesky"]
 
@@ -398,7 +402,7 @@ def test_auto_solver_follows_the_cost_model():
 def test_solver_and_dtype_errors():
     x, y = rand((20, 3), 30), rand((20, 2), 31)
     with pytest.raises(
-        ValueError, match=r"unknown solver 'lu'; valid: auto, primal, eigh, cholesky"
+        ValueError, match=r"unknown solver 'lu'; valid: auto, primal, band, eigh, cholesky"
     ):
         R.fit_kernel_ridge(x, y, R.KernelSpec("linear"), [1.0], solver="lu")
     with pytest.raises(
@@ -417,7 +421,7 @@ def test_dtype_defaults_to_float32_on_cuda_only():
     assert R._resolve_dtype("float64", torch.device("cuda")) == torch.float64
 
 
-@pytest.mark.parametrize("solver", ["eigh", "cholesky"])
+@pytest.mark.parametrize("solver", ["band", "eigh", "cholesky"])
 def test_float32_fit_passes_its_float64_check_when_well_conditioned(solver):
     # float32 forced on the CPU: the arithmetic of a CUDA run, checked against float64
     x = rand((300, 8), 32)
@@ -435,7 +439,7 @@ def test_float32_fit_passes_its_float64_check_when_well_conditioned(solver):
     assert np.abs(f32.predict(x_new) - f64.predict(x_new)).max() < 1e-4
 
 
-@pytest.mark.parametrize("solver", ["eigh", "cholesky"])
+@pytest.mark.parametrize("solver", ["band", "eigh", "cholesky"])
 def test_float32_fit_raises_when_its_float64_check_fails(solver):
     # gamma 0.01 on unit rows: every kernel value is within 0.04 of 1, so K + alpha I at
     # alpha 1e-3 has a condition number near 240 / 1e-3 = 2.4e5 and float32 keeps about 2 digits
@@ -447,6 +451,45 @@ def test_float32_fit_raises_when_its_float64_check_fails(solver):
     # a looser tolerance accepts it and records what was measured
     fit = R.fit_kernel_ridge(x, y, spec, [1e-3], solver=solver, dtype="float32", f32_tol=1.0)
     assert R.F32_TOL < fit.f32_check < 1.0
+
+
+def _band_path(n, seed):
+    x = torch.as_tensor(unit(rand((n, 4), seed)))
+    y = torch.as_tensor(rand((n, 2), seed + 1))
+    x_v = torch.as_tensor(unit(rand((3, 4), seed + 2)))
+
+    def kern(a, b):
+        return R._kernel_t(a, b, "rbf", 2.0)
+
+    return R._BandPath(kern, x, y, x_v), kern(x, x).numpy(), y.numpy()
+
+
+@pytest.mark.parametrize("n, band", [(19, 4), (16, 4), (5, 8)])
+def test_band_reduction_is_an_orthogonal_similarity_to_a_band(n, band, monkeypatch):
+    # 19 rows in bands of 4: 4 full blocks and one of 3; 16: 4 full blocks; 5 < 8: one block
+    monkeypatch.setattr(R, "BAND_WIDTH", band)
+    path, k, y = _band_path(n, seed=40)
+    b = path._dense(0.0).numpy()
+    q = path._q(torch.eye(n, dtype=torch.float64)).numpy()
+    np.testing.assert_allclose(q.T @ q, np.eye(n), atol=1e-14)
+    np.testing.assert_allclose(q @ b @ q.T, k, atol=1e-13)
+    rows, cols = np.indices((n, n))
+    assert (b[np.abs(rows - cols) > band] == 0.0).all()
+    np.testing.assert_allclose(b, b.T, atol=1e-14)
+    np.testing.assert_allclose(path._qt(torch.as_tensor(y)).numpy(), q.T @ y, atol=1e-14)
+    for alpha in (1e-3, 1.0):
+        direct = np.linalg.solve(k + alpha * np.eye(n), y)
+        got = path.solve(torch.as_tensor(y), alpha).numpy()
+        np.testing.assert_allclose(got, direct, rtol=1e-10, atol=1e-10)
+
+
+def test_band_solve_falls_back_to_lu_when_a_block_is_indefinite(monkeypatch, caplog):
+    monkeypatch.setattr(R, "BAND_WIDTH", 4)
+    path, k, y = _band_path(19, seed=41)
+    monkeypatch.setattr(path, "_factorise", lambda alpha: None)
+    got = path.solve(torch.as_tensor(y), 0.1).numpy()
+    np.testing.assert_allclose(got, np.linalg.solve(k + 0.1 * np.eye(19), y), atol=1e-10)
+    assert "not numerically positive definite; using LU" in caplog.text
 
 
 class _ScaledSolve:

@@ -12,7 +12,7 @@ inputs -> outputs
     alpha_path(K[n,n], Y[n,k], K_val[m,n], alphas[A]) -> [A,m,k] validation predictions (eigh)
     val_split(n, val_fraction, seed)                  -> (train_idx, val_idx), sorted, disjoint,
                                                          together 0..n-1, both non-empty
-    choose_solver(kernel, n, n_train, d, n_alphas)    -> "primal" | "eigh" | "cholesky"
+    choose_solver(kernel, n, n_train, d, n_alphas)    -> "primal" | "band" | "cholesky"
     fit_kernel_ridge(x[n,d], y[n,k], spec, alphas,    -> RidgeFit (alpha chosen on an internal
                      solver="auto", dtype=None)          validation split, refit on all n pairs;
                                                          .solver, .dtype, .f32_check say how)
@@ -41,23 +41,31 @@ Solvers (t: the selection's n_t training rows, v: its m validation rows, A alpha
   X_v U diag(1/(s + alpha)) U^T X_t^T Y_t for every alpha; refit W = (X^T X + alpha I)^-1 X^T Y
   by one d x d Cholesky, C = (Y - X W) / alpha, RidgeFit.weight = W. The same model: by
   X^T (X X^T + alpha I)^-1 = (X^T X + alpha I)^-1 X^T, x W = K(x, X) C. Always float64.
-- "eigh": K_tt = V diag(w) V^T once (eigenvalues that rounding pushed below 0 are set to 0,
-  a change at rounding level that keeps w + alpha >= alpha > 0), predictions
-  (K_vt V) diag(1/(w + alpha)) V^T Y_t for every alpha; refit by block elimination on the same
-  eigendecomposition (the m x m Schur complement of K_tt + alpha I, one m x m Cholesky): no
-  n x n matrix is built.
+- "band": K_tt = Q B Q^T once, B symmetric with half-bandwidth BAND_WIDTH (blocked two-sided
+  Householder transformations, all GEMMs: the first stage of a two-stage eigensolver); every
+  alpha is one block-tridiagonal Cholesky of B + alpha I (O(n_t b^2)), predictions
+  (K_vt Q) (B + alpha I)^-1 Q^T Y_t; refit by block elimination on the same reduction (the
+  m x m Schur complement of K_tt + alpha I, one m x m Cholesky): no n x n matrix is built.
+- "eigh": the same with K_tt = V diag(w) V^T (eigenvalues that rounding pushed below 0 are set
+  to 0, a change at rounding level that keeps w + alpha >= alpha > 0), predictions
+  (K_vt V) diag(1/(w + alpha)) V^T Y_t, the refit by the same block elimination.
 - "cholesky": one Cholesky factorisation of K_tt + alpha I per alpha; refit with one Cholesky of
-  K + alpha I (n x n, built after the selection's matrices are released). When rounding leaves a
-  matrix numerically indefinite (alpha tiny against ||K||), LU with a warning.
+  K + alpha I (n x n, built after the selection's matrices are released).
+- When rounding leaves K + alpha I (or B + alpha I) numerically indefinite (alpha tiny against
+  ||K||), LU with a warning.
 - Cost model of "auto" (choose_solver), in Cholesky factorisations of K_tt (n_t^3 / 3 flops):
-  eigh costs EIGH_COST (one eigendecomposition; measured 10-14 with MKL on 1 thread, README
-  Benchmarks; its O(m n_t^2) products are neglected), cholesky costs A + (n / n_t)^3 (the refit
-  on all n). "primal" whenever the kernel is linear and d < n_t; otherwise eigh when
-  A + (n / n_t)^3 > EIGH_COST. At val_fraction 0.2 that is eigh from 9 alphas on.
+  band costs BAND_COST (its reduction, ~2 n_t^3 flops of GEMMs, and the products by Q; measured
+  3-4 with MKL on 1 thread, README Benchmarks; its per-alpha O(n_t b^2) is neglected), cholesky
+  A + (n / n_t)^3 (the refit on all n). "primal" whenever the kernel is linear and d < n_t;
+  otherwise band when A + (n / n_t)^3 > BAND_COST, so from 3 alphas on at val_fraction 0.2.
+  An eigendecomposition costs 10-36 Cholesky factorisations on the same machine (its
+  tridiagonalisation is bound by memory bandwidth, which other work on the machine shares), so
+  auto never takes eigh; it stays to be asked for (e.g. on a GPU, where it is one library call).
 
 Precision
 - dtype None is float32 on CUDA and float64 elsewhere; "float64" or "float32" force either.
-  float32 applies to the kernel solvers (eigh, cholesky): kernels, factorisations and the refit.
+  float32 applies to the kernel solvers (band, eigh, cholesky): kernels, factorisations and the
+  refit.
 - A float32 fit is checked at its chosen alpha: on F32_CHECK_ROWS validation rows (a seeded
   subsample) its predictions are compared with float64 ones obtained by one step of iterative
   refinement (the residual Y_t - (K_tt + alpha I) C in float64, from the rows themselves, solved
@@ -92,7 +100,7 @@ log = logging.getLogger(__name__)
 
 KERNELS = ("linear", "rbf")
 DEVICES = ("auto", "cpu", "cuda")
-SOLVERS = ("auto", "primal", "eigh", "cholesky")
+SOLVERS = ("auto", "primal", "band", "eigh", "cholesky")
 DTYPES = ("float64", "float32")
 CROSSOVER_STATUSES = ("reached", "extrapolated", "never")
 
@@ -247,10 +255,13 @@ class KernelSpec:
 
 # --- solvers and their cost --------------------------------------------------------------------
 
-# Time of one eigendecomposition of an n x n kernel matrix, in Cholesky factorisations of the same
-# matrix: torch 2.13 with MKL, float64, 1 thread, n = 1,000-4,000 on this project's CPU machine
-# (measured 10-14, printed by benchmarks/ridge_alpha_path.py; README Benchmarks).
-EIGH_COST = 10.0
+# Time of one band reduction of an n x n kernel matrix (with the products by its orthogonal
+# factor) in Cholesky factorisations of the same matrix: torch 2.13 with MKL, float64, 1 thread,
+# n = 2,000-4,000 on this project's CPU machine (measured 3-4; an eigendecomposition, 10-36 as
+# the machine's load varies; printed by benchmarks/ridge_alpha_path.py, README Benchmarks).
+BAND_COST = 4.0
+# Half-bandwidth of the band reduction: rows per Householder panel (GEMMs of this width).
+BAND_WIDTH = 128
 
 # float32 fits: the float64 check of the chosen alpha's validation predictions looks at this many
 # validation rows (a seeded subsample) and accepts a largest relative row difference up to F32_TOL.
@@ -263,13 +274,13 @@ _BLOCK_ROWS = 2048
 def choose_solver(kernel: str, *, n: int, n_train: int, d: int, n_alphas: int) -> str:
     """The cheapest exact solver of a fit on n pairs of width d (n_train of them in the selection's
     training part) over n_alphas alphas: "primal" for the linear kernel with d < n_train; else
-    "eigh" when n_alphas + (n / n_train)^3 > EIGH_COST, "cholesky" otherwise (the cost model of
-    the module docstring)."""
+    "band" when n_alphas + (n / n_train)^3 > BAND_COST, "cholesky" otherwise (the cost model of
+    the module docstring). "eigh" is never the cheapest on the CPU; it is there to be asked for."""
     if kernel not in KERNELS:
         raise ValueError(f"unknown kernel {kernel!r}; valid: {', '.join(KERNELS)}")
     if kernel == "linear" and d < n_train:
         return "primal"
-    return "eigh" if n_alphas + (n / n_train) ** 3 > EIGH_COST else "cholesky"
+    return "band" if n_alphas + (n / n_train) ** 3 > BAND_COST else "cholesky"
 
 
 def _resolve_solver(solver: str, kernel: str, **sizes: int) -> str:
@@ -456,8 +467,141 @@ class _CholeskyPath:
         return _solve_t(self.k_tt.clone(), rhs, alpha)
 
 
+def _larft(v: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    """Upper triangular T with H_1 H_2 ... H_k = I - V T V^T for the Householder reflectors
+    H_i = I - tau_i v_i v_i^T of torch.geqrf (unit lower trapezoidal V)."""
+    k = tau.shape[0]
+    t = torch.zeros(k, k, dtype=v.dtype, device=v.device)
+    vtv = v.T @ v
+    for i in range(k):
+        t[i, i] = tau[i]
+        if i:
+            t[:i, i] = -tau[i] * (t[:i, :i] @ vtv[:i, i])
+    return t
+
+
+class _BandPath:
+    """Selection and refit from one orthogonal reduction K_tt = Q B Q^T to a symmetric band matrix
+    B of half-bandwidth b (BAND_WIDTH): blocked two-sided Householder transformations, GEMMs
+    throughout (the first stage of a two-stage eigensolver, without the second). B + alpha I is
+    block tridiagonal with b x b blocks, so every alpha costs one block Cholesky, O(n b^2)."""
+
+    def __init__(self, kern, x_t: torch.Tensor, y_t: torch.Tensor, x_v: torch.Tensor) -> None:
+        a = kern(x_t, x_t)  # reduced in place
+        n, b = a.shape[0], BAND_WIDTH
+        self.reflectors: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+        self.sub: list[torch.Tensor] = []  # B[block k+1, block k], upper trapezoidal
+        for j0 in range(0, n - b, b):
+            r0 = j0 + b
+            qr, tau = torch.geqrf(a[r0:, j0:r0])
+            k = tau.shape[0]
+            v = torch.tril(qr[:, :k], -1)
+            v.diagonal().fill_(1.0)
+            t = _larft(v, tau)
+            self.sub.append(torch.triu(qr[:k, :]))
+            # trailing C <- H^T C H with H = I - V T V^T: C - Z V^T - V Z^T, where W = C V T,
+            # Z = W - V (T^T V^T W) / 2
+            c = a[r0:, r0:]
+            w = (c @ v) @ t
+            z = w - 0.5 * (v @ (t.T @ (v.T @ w)))
+            c.addmm_(z, v.T, alpha=-1.0).addmm_(v, z.T, alpha=-1.0)
+            self.reflectors.append((r0, v, t))
+        self.diag = [a[i : i + b, i : i + b].clone() for i in range(0, n, b)]
+        del a
+        self.pt = self._qt(kern(x_v, x_t).T)  # [n_t, m] = Q^T K_tv
+        self.yt = self._qt(y_t)  # [n_t, k] = Q^T Y_t
+        self.kern, self.x_v = kern, x_v
+        self._factor: tuple[float, list[torch.Tensor], list[torch.Tensor]] | None = None
+
+    def _qt(self, y: torch.Tensor) -> torch.Tensor:
+        """Q^T y = H_p^T ... H_1^T y."""
+        y = y.clone()
+        for r0, v, t in self.reflectors:
+            y[r0:] -= v @ (t.T @ (v.T @ y[r0:]))
+        return y
+
+    def _q(self, z: torch.Tensor) -> torch.Tensor:
+        """Q z = H_1 ... H_p z."""
+        for r0, v, t in reversed(self.reflectors):
+            z[r0:] -= v @ (t @ (v.T @ z[r0:]))
+        return z
+
+    def _factorise(self, alpha: float) -> tuple[list[torch.Tensor], list[torch.Tensor]] | None:
+        """Block Cholesky of B + alpha I: diagonal factors L_k and F_k = B[k, k-1] L_(k-1)^-T;
+        None when rounding leaves a block numerically indefinite."""
+        if self._factor is not None and self._factor[0] == alpha:
+            return self._factor[1], self._factor[2]
+        ls: list[torch.Tensor] = []
+        fs: list[torch.Tensor] = []
+        for k, d in enumerate(self.diag):
+            m = d.clone()
+            m.diagonal().add_(alpha)
+            if k:
+                f = torch.linalg.solve_triangular(ls[-1].T, self.sub[k - 1], upper=True, left=False)
+                m -= f @ f.T
+                fs.append(f)
+            chol, info = torch.linalg.cholesky_ex(m)
+            if int(info) != 0:
+                return None
+            ls.append(chol)
+        self._factor = (alpha, ls, fs)
+        return ls, fs
+
+    def _band_solve(self, r: torch.Tensor, alpha: float) -> torch.Tensor:
+        """(B + alpha I)^-1 r."""
+        factor = self._factorise(alpha)
+        if factor is None:
+            log.warning(
+                "B + alpha I (alpha=%g) is not numerically positive definite; using LU", alpha
+            )
+            return torch.linalg.solve(self._dense(alpha), r)
+        ls, fs = factor
+        b = BAND_WIDTH
+        z = r.clone()
+        for k, chol in enumerate(ls):
+            blk = z[k * b : k * b + chol.shape[0]]
+            if k:
+                blk -= fs[k - 1] @ z[(k - 1) * b : k * b]
+            blk.copy_(torch.linalg.solve_triangular(chol, blk, upper=False))
+        for k in range(len(ls) - 1, -1, -1):
+            chol = ls[k]
+            blk = z[k * b : k * b + chol.shape[0]]
+            if k + 1 < len(ls):
+                blk -= fs[k].T @ z[(k + 1) * b : (k + 1) * b + ls[k + 1].shape[0]]
+            blk.copy_(torch.linalg.solve_triangular(chol.T, blk, upper=True))
+        return z
+
+    def _dense(self, alpha: float) -> torch.Tensor:
+        n, b = sum(d.shape[0] for d in self.diag), BAND_WIDTH
+        out = torch.zeros(n, n, dtype=self.diag[0].dtype, device=self.diag[0].device)
+        for k, d in enumerate(self.diag):
+            out[k * b : k * b + d.shape[0], k * b : k * b + d.shape[0]] = d
+        for k, e in enumerate(self.sub):
+            rows = slice((k + 1) * b, (k + 1) * b + e.shape[0])
+            out[rows, k * b : (k + 1) * b] = e
+            out[k * b : (k + 1) * b, rows] = e.T
+        out.diagonal().add_(alpha)
+        return out
+
+    def val_pred(self, alpha: float) -> torch.Tensor:
+        return self.pt.T @ self._band_solve(self.yt, alpha)
+
+    def solve(self, rhs: torch.Tensor, alpha: float) -> torch.Tensor:
+        """(K_tt + alpha I)^-1 rhs = Q (B + alpha I)^-1 Q^T rhs."""
+        return self._q(self._band_solve(self._qt(rhs), alpha))
+
+    def refit(self, y_v: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dual coefficients (C_t, C_v) of all pairs by block elimination, as _EighPath.refit,
+        with (K_tt + alpha I)^-1 = Q (B + alpha I)^-1 Q^T."""
+        s = self.kern(self.x_v, self.x_v)
+        s -= self.pt.T @ self._band_solve(self.pt, alpha)
+        c_v = _solve_t(s, y_v - self.val_pred(alpha), alpha)
+        c_t = self._q(self._band_solve(self.yt - self.pt @ c_v, alpha))
+        return c_t, c_v
+
+
 def _f32_check(
-    path: _EighPath | _CholeskyPath,
+    path: _BandPath | _EighPath | _CholeskyPath,
     alpha: float,
     spec: KernelSpec,
     x_t: torch.Tensor,
@@ -546,7 +690,7 @@ def _fit_dual(
 
     x_all, y_all = _tensor(xu, dev, dt), _tensor(yu, dev, dt)
     x_t, x_v, y_v = x_all[train], x_all[val], y_all[val]
-    path_cls = _EighPath if solver == "eigh" else _CholeskyPath
+    path_cls = {"band": _BandPath, "eigh": _EighPath, "cholesky": _CholeskyPath}[solver]
     path = path_cls(kern, x_t, y_all[train], x_v)
     y_v64 = y_v.to(torch.float64)
     scores = [
@@ -582,7 +726,7 @@ def _fit_dual(
         log.info(
             "kernel ridge %s: float32 vs float64 check %.3g (rows %d)", spec.name, check, rows.size
         )
-    if isinstance(path, _EighPath):
+    if isinstance(path, _BandPath | _EighPath):
         c_t, c_v = path.refit(y_v, alpha)
         coef = torch.empty_like(y_all)
         coef[train], coef[val] = c_t, c_v
