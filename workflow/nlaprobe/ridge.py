@@ -203,7 +203,11 @@ def _kernel_t(a: torch.Tensor, b: torch.Tensor, kernel: str, gamma: float | None
     if kernel == "linear":
         return dots
     g = 1.0 / a.shape[1] if gamma is None else gamma
-    sq = (a * a).sum(dim=1)[:, None] + (b * b).sum(dim=1)[None, :] - 2.0 * dots
+    # ||a_i||^2 + ||b_j||^2 - 2 a_i·b_j in the buffer of the products: one [n, m] matrix, no
+    # temporaries of that size (a 20,000-pair kernel is 3.2 GB in float64)
+    sq = dots.mul_(-2.0)
+    sq += (a * a).sum(dim=1)[:, None]
+    sq += (b * b).sum(dim=1)[None, :]
     sq.clamp_(min=0.0)
     if b is a:
         # ||a_i - a_i||^2 is 0; the expansion above leaves rounding residue on the diagonal.
