@@ -370,19 +370,19 @@ def test_primal_form_weight_is_the_closed_form_and_predicts_like_the_dual_form()
 
 def test_choose_solver_cost_model_by_hand():
     # n = 4,000 pairs at val_fraction 0.2: 3,200 in training, the refit costs 1.25^3 = 1.95
-    # Cholesky factorisations of the training kernel; the band reduction BAND_COST = 4 of them
+    # Cholesky factorisations of the training kernel; the band reduction BAND_COST = 5 of them
     sizes = {"n": 4000, "n_train": 3200, "d": 64}
-    assert R.BAND_COST == 4.0
+    assert R.BAND_COST == 5.0
     assert R.choose_solver("linear", n_alphas=1, **sizes) == "primal"
     assert R.choose_solver("rbf", n_alphas=13, **sizes) == "band"
-    assert R.choose_solver("rbf", n_alphas=3, **sizes) == "band"  # 3 + 1.95 > 4
-    assert R.choose_solver("rbf", n_alphas=2, **sizes) == "cholesky"  # 2 + 1.95 < 4
+    assert R.choose_solver("rbf", n_alphas=4, **sizes) == "band"  # 4 + 1.95 > 5
+    assert R.choose_solver("rbf", n_alphas=3, **sizes) == "cholesky"  # 3 + 1.95 < 5
     # the linear kernel is primal while d < n_train, dual (band or cholesky) from there on
     assert R.choose_solver("linear", n=4000, n_train=3200, d=3199, n_alphas=13) == "primal"
     assert R.choose_solver("linear", n=4000, n_train=3200, d=3200, n_alphas=13) == "band"
     assert R.choose_solver("linear", n=4000, n_train=3200, d=5376, n_alphas=1) == "cholesky"
     # a large refit favours band, whose refit reuses the reduction
-    assert R.choose_solver("rbf", n=200, n_train=100, d=8, n_alphas=1) == "band"  # 1 + 8 > 4
+    assert R.choose_solver("rbf", n=200, n_train=100, d=8, n_alphas=1) == "band"  # 1 + 8 > 5
     with pytest.raises(ValueError, match="unknown kernel 'poly'"):
         R.choose_solver("poly", n_alphas=1, **sizes)
 
