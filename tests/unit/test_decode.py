@@ -426,9 +426,14 @@ def test_vllm_engine_kwargs_cpu_and_gpu():
         "max_model_len": 70,
         "generation_config": "vllm",
         "enforce_eager": True,
+        "enable_chunked_prefill": False,
+        "max_num_batched_tokens": D.VLLM_CPU_BATCHED_TOKENS,
         "kv_cache_memory_bytes": D.VLLM_CPU_KV_CACHE_BYTES,
     }
     assert env == {}
+    # a context longer than the step budget is still prefilled whole
+    kw, _ = D.vllm_engine_kwargs("/av", "float32", max_model_len=9000, device="cpu", env={})
+    assert kw["max_num_batched_tokens"] == 9000
     # VLLM_CPU_KVCACHE_SPACE (GiB) left to vLLM when the user sets it
     kw, _ = D.vllm_engine_kwargs(
         "/av", "float32", max_model_len=70, device="cpu", env={"VLLM_CPU_KVCACHE_SPACE": "4"}
@@ -437,7 +442,7 @@ def test_vllm_engine_kwargs_cpu_and_gpu():
     kw, env = D.vllm_engine_kwargs(
         "/av", "float32", max_model_len=70, device="cuda", env={}, gpu_memory_utilization=0.5
     )
-    assert "enforce_eager" not in kw and "kv_cache_memory_bytes" not in kw
+    assert not {"enforce_eager", "kv_cache_memory_bytes", "enable_chunked_prefill"} & set(kw)
     assert kw["gpu_memory_utilization"] == 0.5 and env == {}
 
 
@@ -501,6 +506,8 @@ def test_vllm_backend_with_a_stub_engine(monkeypatch, dtype):
             "max_model_len": 64,
             "generation_config": "vllm",
             "enforce_eager": True,
+            "enable_chunked_prefill": False,
+            "max_num_batched_tokens": D.VLLM_CPU_BATCHED_TOKENS,
             "kv_cache_memory_bytes": D.VLLM_CPU_KV_CACHE_BYTES,
         }
     ]

@@ -369,6 +369,7 @@ def vllm_prompts(embeds: torch.Tensor) -> list[dict]:
 # A quote ban on a real vocabulary (Qwen2.5: 151k ids) bans thousands of ids.
 VLLM_V2_MAX_LOGIT_BIAS = 1024
 VLLM_CPU_KV_CACHE_BYTES = 1 << 30  # KV cache on the CPU unless VLLM_CPU_KVCACHE_SPACE (GiB) is set
+VLLM_CPU_BATCHED_TOKENS = 4096  # tokens per engine step on the CPU (whole prompts, see below)
 
 _ENGINES: dict[tuple, object] = {}
 
@@ -386,7 +387,8 @@ def vllm_engine_kwargs(
     """(LLM keyword arguments, environment variables to set) for one AV (pure, tested without
     vLLM). The context is bounded by what a decode needs (prompt + max_new_tokens), the
     checkpoint's generation_config.json is not applied (`generation_config="vllm"`: sampling is
-    exactly what `vllm_sampling_kwargs` says); on the CPU eager mode and a bounded KV cache; on a
+    exactly what `vllm_sampling_kwargs` says); on the CPU eager mode, a bounded KV cache and no
+    chunked prefill; on a
     GPU with more banned ids than Model Runner V2 accepts, the V1 model runner (the CPU build
     always runs the V1 runner)."""
     env = os.environ if env is None else env
@@ -399,6 +401,11 @@ def vllm_engine_kwargs(
     }
     if device == "cpu":
         kw["enforce_eager"] = True
+        # A prompt prefilled in chunks has its sampled token discarded and its seeded generator
+        # rewound by an offset, which a CPU generator does not have ("CPU Generator does not use
+        # offset"): seeded sampling needs whole-prompt prefills on the CPU.
+        kw["enable_chunked_prefill"] = False
+        kw["max_num_batched_tokens"] = max(int(max_model_len), VLLM_CPU_BATCHED_TOKENS)
         if not env.get("VLLM_CPU_KVCACHE_SPACE"):
             kw["kv_cache_memory_bytes"] = VLLM_CPU_KV_CACHE_BYTES
     kw.update(extra)
