@@ -360,6 +360,7 @@ def test_vllm_sampling_kwargs_greedy():
     assert kw["stop_token_ids"] == [5, 9]
     assert (kw["top_p"], kw["top_k"], kw["min_p"]) == (1.0, 0, 0.0)
     assert kw["detokenize"] is False  # ids only: finish_generation detokenises for every backend
+    assert kw["ignore_eos"] is True  # the stop ids above are the only stops, as in HF generate
 
 
 def test_vllm_sampling_kwargs_sampling():

@@ -335,9 +335,9 @@ def vllm_sampling_kwargs(cond: Condition, request: Request, settings: DecodeSett
 
     temperature 0 only with n=1 (every request is n=1: samples are separate seeded requests);
     max_tokens always set; no repetition/presence/frequency penalties with prompt embeds, no
-    top-p/top-k/min-p truncation (plain softmax sampling, as the HF backend); the engine returns
-    token ids only (`detokenize=False`): `finish_generation` turns them into text for every
-    backend alike."""
+    top-p/top-k/min-p truncation (plain softmax sampling, as the HF backend), the AV's stop ids
+    as the only stops; the engine returns token ids only (`detokenize=False`):
+    `finish_generation` turns them into text for every backend alike."""
     kw = {
         "n": 1,
         "temperature": 0.0 if cond.greedy else float(cond.temperature),
@@ -350,6 +350,9 @@ def vllm_sampling_kwargs(cond: Condition, request: Request, settings: DecodeSett
         "top_p": 1.0,
         "top_k": 0,
         "min_p": 0.0,
+        # stop on the AV's stop ids only, as HF's generate does (eos_token_id = those ids): not
+        # also on a tokenizer EOS outside them
+        "ignore_eos": True,
     }
     if settings.banned_ids:
         kw["logit_bias"] = {int(i): BAN_BIAS for i in settings.banned_ids}
@@ -388,9 +391,8 @@ def vllm_engine_kwargs(
     vLLM). The context is bounded by what a decode needs (prompt + max_new_tokens), the
     checkpoint's generation_config.json is not applied (`generation_config="vllm"`: sampling is
     exactly what `vllm_sampling_kwargs` says); on the CPU eager mode, a bounded KV cache and no
-    chunked prefill; on a
-    GPU with more banned ids than Model Runner V2 accepts, the V1 model runner (the CPU build
-    always runs the V1 runner)."""
+    chunked prefill; on a GPU with more banned ids than Model Runner V2 accepts, the V1 model
+    runner (the CPU build always runs the V1 runner)."""
     env = os.environ if env is None else env
     kw = {
         "model": model_path,
