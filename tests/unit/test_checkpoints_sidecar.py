@@ -242,6 +242,50 @@ def _set(meta: dict, dotted: str, value) -> dict:
             _set(current_av(), "tokens.critic_suffix_ids", [1, "2"]),
             ["tokens.critic_suffix_ids"],
         ),
+        # wrong types and templates that `.format` would crash on (issue 14, item 6)
+        (_set(current_av(), "tokens.injection_char", 12814), ["tokens.injection_char", "int"]),
+        (_set(current_av(), "tokens.injection_char", ""), ["tokens.injection_char", "empty"]),
+        (_set(current_av(), "prompt_templates.av", 7), ["prompt_templates.av", "int"]),
+        (_set(current_ar(), "prompt_templates.ar", ["x"]), ["prompt_templates.ar", "list"]),
+        (
+            _set(current_av(), "prompt_templates.av", "{foo} {injection_char}"),
+            ["prompt_templates.av", "{foo}", "{injection_char}"],
+        ),
+        (
+            _set(current_av(), "prompt_templates.av", "{0} {injection_char}"),
+            ["prompt_templates.av", "{0}"],
+        ),
+        (
+            _set(current_ar(), "prompt_templates.ar", "{} {explanation}"),
+            ["prompt_templates.ar", "{}"],
+        ),
+        (
+            _set(current_ar(), "prompt_templates.ar", "{explanation!r}"),
+            ["prompt_templates.ar", "{explanation!r}"],
+        ),
+        (
+            _set(legacy(current_ar()), "prompt_templates.critic", "{explanation} {"),
+            ["prompt_templates.critic", "literal brace"],
+        ),
+        (_set(current_av(), "tokens", [1, 2]), ["tokens", "expected a mapping"]),
+        (_set(current_av(), "prompt_templates", "x"), ["prompt_templates", "mapping"]),
+        (_set(current_av(), "role", ["av"]), ["role", "['av']"]),
+        (
+            _set(current_ar(), "critic", {"num_hidden_layers": "21"}),
+            ["critic.num_hidden_layers", "'21'"],
+        ),
+        (
+            _set(current_ar(), "critic", {"num_hidden_layers": 0}),
+            ["critic.num_hidden_layers", "0"],
+        ),
+        (
+            _set(current_av(), "extraction.injection_scale", 10**400),
+            ["extraction.injection_scale", "integer of"],
+        ),
+        (
+            _set(current_av(), "tokens.injection_char", "\ud800"),
+            ["tokens.injection_char", "surrogate"],
+        ),
     ],
     ids=lambda v: None if isinstance(v, dict) else "/".join(v),
 )

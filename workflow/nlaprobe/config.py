@@ -28,7 +28,8 @@ import jsonschema
 import yaml
 from jsonschema import Draft202012Validator
 
-from nlaprobe.errors import ConfigError
+from nlaprobe.errors import ConfigError, show
+from nlaprobe.io import load_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -151,8 +152,7 @@ def _type_name(value: Any) -> str:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= _MAX_REPR else text[: _MAX_REPR - 3] + "..."
+    return show(value, _MAX_REPR)
 
 
 def _got(value: Any) -> str:
@@ -238,13 +238,52 @@ def _non_string_keys(data: Any, path: Path_ = ()) -> list[Path_]:
     if isinstance(data, dict):
         for key, value in data.items():
             if not isinstance(key, str):
-                found.append((*path, repr(key)))
+                found.append((*path, _show(key)))
             else:
                 found += _non_string_keys(value, (*path, key))
     elif isinstance(data, list):
         for i, item in enumerate(data):
             found += _non_string_keys(item, (*path, i))
     return found
+
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def lone_surrogates(data: Any, path: Path_ = ()) -> list[tuple[Path_, str]]:
+    """(key path, the string) of every key or string value holding a lone surrogate: not valid
+    Unicode text (a YAML escape such as "\\ud800", or undecodable bytes on a command line), it
+    cannot be encoded, hashed into a tag or written to a file."""
+    found: list[tuple[Path_, str]] = []
+    if isinstance(data, str):
+        if _SURROGATE.search(data):
+            found.append((path, data))
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(key, str) and _SURROGATE.search(key):
+                found.append(((*path, _show(key)), key))
+            else:
+                found += lone_surrogates(value, (*path, key))
+    elif isinstance(data, list):
+        for i, item in enumerate(data):
+            found += lone_surrogates(item, (*path, i))
+    return found
+
+
+def surrogate_lines(data: Any, source: str, prefix: Path_ = ()) -> list[str]:
+    """One error line per lone surrogate in `data` (see `lone_surrogates`), naming the key."""
+    lines = []
+    for path, text in lone_surrogates(data, prefix):
+        at = _SURROGATE.search(text).start()
+        lines.append(
+            _line(
+                source,
+                path,
+                f"contains a lone surrogate (U+{ord(text[at]):04X} at character {at}), "
+                "which is not valid Unicode text",
+            )
+        )
+    return lines
 
 
 def _raise(lines: Iterable[str]) -> None:
@@ -267,6 +306,7 @@ def _schema_check(
     """
     bad_keys = _non_string_keys(data, prefix)
     _raise(_line(source, path, "keys must be strings (quote it)") for path in bad_keys)
+    _raise(surrogate_lines(data, source, prefix))
     filled = apply_defaults(schema, data, root=root)
     full = dict(schema)
     if "$defs" in root:
@@ -532,7 +572,7 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict
             break
         if duplicate:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
+                None, None, f"duplicate key {_show(key)}", key_node.start_mark
             )
         seen.add(key)
     return loader.construct_mapping(node, deep=True)
@@ -550,7 +590,7 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(f"{p}: cannot read config file: {reason}") from exc
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = load_yaml(text, _UniqueKeyLoader)  # bounded: no alias bombs
     except yaml.YAMLError as exc:
         detail = " ".join(str(exc).split())
         raise ConfigError(f"{p}: not valid YAML: {detail}") from exc

@@ -82,9 +82,70 @@ def write_yaml(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, yaml.safe_dump(obj, sort_keys=False, allow_unicode=True))
 
 
+# A config or a sidecar has a few hundred nodes; aliases may repeat a node, but expanding to more
+# than this is an alias bomb ("billion laughs"): walking it would take hours or gigabytes.
+MAX_YAML_NODES = 10_000
+
+
+class YAMLLimitError(yaml.YAMLError):
+    """A YAML document beyond the loader's bounds (alias expansion, nesting depth, huge ints)."""
+
+
+def _expanded_nodes(root: yaml.Node, limit: int) -> int:
+    """Nodes of the document with every alias expanded, counted on the composed graph (each
+    distinct node once, memoised), so the count is cheap however large the expansion is."""
+    memo: dict[int, int] = {}
+    active: set[int] = set()
+
+    def count(node: yaml.Node) -> int:
+        key = id(node)
+        if key in memo:
+            return memo[key]
+        if key in active:
+            raise YAMLLimitError("a recursive alias (a node that contains itself)")
+        active.add(key)
+        n = 1
+        if isinstance(node, yaml.SequenceNode):
+            n += sum(count(child) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            n += sum(count(k) + count(v) for k, v in node.value)
+        active.discard(key)
+        memo[key] = min(n, limit + 1)
+        return memo[key]
+
+    return count(root)
+
+
+def load_yaml(text: str, loader: type = yaml.SafeLoader) -> Any:
+    """Parse one YAML document with `loader` (a SafeLoader class) within bounds: the document
+    with its aliases expanded has at most MAX_YAML_NODES nodes (checked before anything walks
+    it), is not nested too deeply for the parser, and holds no integer too long to convert.
+    Anything else raises YAMLLimitError (a yaml.YAMLError) saying which bound."""
+    parser = loader(text)
+    try:
+        try:
+            node = parser.get_single_node()
+            if node is None:
+                return None
+            n = _expanded_nodes(node, MAX_YAML_NODES)
+            if n > MAX_YAML_NODES:
+                raise YAMLLimitError(
+                    f"expands to more than {MAX_YAML_NODES} nodes through aliases (an alias "
+                    "bomb?); write the values out"
+                )
+            return parser.construct_document(node)
+        except RecursionError:
+            raise YAMLLimitError("nested too deeply") from None
+        except ValueError as e:  # an integer of thousands of digits (int() refuses it)
+            raise YAMLLimitError(f"a value cannot be read: {str(e)[:120]}") from None
+    finally:
+        parser.dispose()
+
+
 def read_yaml(path: str | os.PathLike) -> Any:
-    """Parse a YAML file (safe loader); a missing or invalid file raises DataError naming it."""
-    return _read_parsed(path, yaml.safe_load, (yaml.YAMLError,), "YAML")
+    """Parse a YAML file (safe loader, bounded: `load_yaml`); a missing or invalid file raises
+    DataError naming it."""
+    return _read_parsed(path, load_yaml, (yaml.YAMLError,), "YAML")
 
 
 def write_table(path: str | os.PathLike, table: pa.Table) -> None:
