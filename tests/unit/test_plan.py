@@ -787,3 +787,96 @@ def test_scale_summary_of_the_paper_config():
     assert s["generated_tokens_max"] == 28000 * 200
     assert s["families"]["gemma"]["ar_scorings"] == 22000
     assert s["ar_scorings"] == 22000 + 20000
+
+
+# ----------------------------------------------------------------------------- names that collide
+
+
+def family_names_ok(names: list[str]) -> bool:
+    raw = read_config_file(DEFAULT)
+    raw["families"] = {n: copy.deepcopy(raw["families"]["qwen"]) for n in names}
+    raw["run"]["primary_family"] = None
+    try:
+        validate_config(raw, source="names")
+    except ConfigError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "names", [["x", "y", "x_to_y", "y_to_x"], ["a", "b", "a__b", "b__a"]], ids=["to", "dunder"]
+)
+def test_the_colliding_families_of_the_issue_are_refused(names):
+    raw = read_config_file(DEFAULT)
+    raw["families"] = {n: copy.deepcopy(raw["families"]["qwen"]) for n in names}
+    with pytest.raises(ConfigError) as info:
+        validate_config(raw, source="names")
+    bad = [n for n in names if "_to_" in n or "__" in n]
+    for n in bad:
+        assert f"key 'families.{n}': not an allowed name" in str(info.value)
+    assert len(str(info.value).splitlines()) == len(bad)
+
+
+@pytest.mark.parametrize(
+    "name", ["to", "to_x", "x_to", "a_", "a__b", "a_to_b", "a" * 33, "a_to_to_b"]
+)
+def test_names_refused(name):
+    assert not family_names_ok([name])
+
+
+@pytest.mark.parametrize("name", ["a", "qwen2", "gemma_3", "tox", "x_too", "a_t_o", "a" * 32])
+def test_names_accepted(name):
+    assert family_names_ok([name])
+
+
+def test_every_pair_of_allowed_names_gives_its_own_paths():
+    """Every string over {a, t, o, _} of up to 5 characters that the schema admits as a
+    family name: all ordered pairs give distinct ridge directions (`{a}_to_{b}`) and transfer
+    cells (`{a}__{b}`), and each reads back as one pair only."""
+    import itertools
+
+    from nlaprobe.config import load_schema
+
+    rule = load_schema()["properties"]["families"]["propertyNames"]
+    pattern = re.compile(rule["pattern"])
+    alphabet = "ato_"
+    names = [
+        "".join(chars)
+        for n in range(1, 6)
+        for chars in itertools.product(alphabet, repeat=n)
+        if pattern.search("".join(chars)) and re.match(r"^[a-z][a-z0-9_]*$", "".join(chars))
+    ]
+    assert {"a", "at", "a_t", "tot", "a_o_t"} <= set(names) and "a_to" not in names
+    assert len(names) > 200
+    known = set(names)
+    pairs = [(a, b) for a in names for b in names if a != b]
+    for sep in ("_to_", "__"):
+        joined: dict[str, tuple[str, str]] = {}
+        for a, b in pairs:
+            key = f"{a}{sep}{b}"
+            assert key not in joined, (key, joined.get(key), (a, b))
+            joined[key] = (a, b)
+        # reading back: the one place where the separator splits two allowed names
+        for key, pair in itertools.islice(joined.items(), 0, None, 7):
+            splits = [
+                (key[:i], key[i + len(sep) :])
+                for i in range(len(key))
+                if key.startswith(sep, i) and key[:i] in known and key[i + len(sep) :] in known
+            ]
+            assert splits == [pair], key
+    # the regex admits exactly what the schema admits
+    sample = names[::17]
+    assert family_names_ok(sample)
+
+
+def test_a_plan_of_tricky_names_has_one_path_per_direction_and_cell():
+    names = ["a", "a_t", "t_a", "at", "ta", "a_o"]
+    raw = read_config_file(DEFAULT)
+    raw["families"] = {n: copy.deepcopy(raw["families"]["qwen"]) for n in names}
+    raw["run"]["primary_family"] = None
+    plan = Plan(validate_config(raw, source="names"))
+    directions = plan.aggregate_spec("ridge_scaling")["directions"]
+    assert len(directions) == len(plan.ridge_directions()) == len(names) * (len(names) - 1)
+    files = {plan.ridge_file(a, b, 8, "json") for a, b in plan.ridge_directions()}
+    assert len(files) == len(plan.ridge_directions())
+    assert len(plan.aggregate_spec("transfer_matrix")["cells"]) == len(names) ** 2

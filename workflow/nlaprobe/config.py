@@ -178,11 +178,29 @@ def _is_allowed(schema: Mapping[str, Any], key: Any) -> bool:
     )
 
 
-def _schema_error_lines(error: jsonschema.ValidationError, source: str, prefix: Path_) -> list[str]:
+def _schema_error_lines(
+    error: jsonschema.ValidationError,
+    source: str,
+    prefix: Path_,
+    schema: Mapping[str, Any] | None = None,
+) -> list[str]:
     path: Path_ = prefix + tuple(error.absolute_path)
     value = error.instance
     kind = error.validator
     spec = error.validator_value
+
+    where = list(error.relative_schema_path)
+    if len(where) >= 2 and where[-2] == "propertyNames":
+        # a key that breaks the naming rule (`error.schema` is the rule, with its description);
+        # a key no pattern admits at all is reported once, as an unknown key
+        parent: Any = schema or {}
+        for part in where[:-2]:
+            parent = parent[part] if isinstance(parent, Mapping | list) else {}
+        if isinstance(parent, Mapping) and not _is_allowed(parent, value):
+            return []
+        rule = error.schema.get("description", f"expected {kind} {spec}")
+        key = value if isinstance(value, str) else _show(value)
+        return [_line(source, (*path, key), f"not an allowed name: {rule}")]
 
     if kind == "additionalProperties" and isinstance(value, dict):
         allowed = _allowed_keys(error.schema)
@@ -314,7 +332,7 @@ def _schema_check(
     lines: list[str] = []
     bad_paths: set[Path_] = set()
     for error in _Validator(full).iter_errors(filled):
-        found = _schema_error_lines(error, source, prefix)
+        found = _schema_error_lines(error, source, prefix, full)
         if found:
             lines += found
             bad_paths.add(prefix + tuple(error.absolute_path))
