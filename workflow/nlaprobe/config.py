@@ -18,6 +18,7 @@ import copy
 import difflib
 import functools
 import logging
+import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -45,9 +46,17 @@ SPLITS: tuple[str, ...] = ("eval", "ridge")
 _MAX_REPR = 60
 
 # Strict integers: JSON Schema would accept 5.0 as an integer, but Python code downstream
-# (range(), slicing) would not.
-_TYPE_CHECKER = Draft202012Validator.TYPE_CHECKER.redefine(
-    "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
+# (range(), slicing) would not. Finite numbers: NaN passes every bound (each comparison with it
+# is false) and YAML's .nan/.inf or JSON's NaN would reach the stages.
+_TYPE_CHECKER = Draft202012Validator.TYPE_CHECKER.redefine_many(
+    {
+        "integer": lambda _checker, value: isinstance(value, int) and not isinstance(value, bool),
+        "number": lambda _checker, value: (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and (not isinstance(value, float) or math.isfinite(value))
+        ),
+    }
 )
 _Validator = jsonschema.validators.extend(Draft202012Validator, type_checker=_TYPE_CHECKER)
 
@@ -233,6 +242,8 @@ def _schema_error_lines(
         ]
     if kind == "type":
         types = [spec] if isinstance(spec, str) else list(spec)
+        if isinstance(value, float) and not math.isfinite(value):
+            types = ["a finite number" if t == "number" else t for t in types]
         message = f"expected {' or '.join(types)}, {_got(value)}"
     elif kind == "enum":
         message = f"expected one of {', '.join(map(str, spec))}, {_got(value)}"
@@ -520,6 +531,68 @@ def validate_section(name: str, data: Any, *, source: str = "config") -> dict[st
     if check is not None:
         _raise_problems(check(filled, (name,)), source)
     return filled
+
+
+def schema_of(key: str) -> Mapping[str, Any]:
+    """The schema of one config key, given dotted (`decode.batch_size`); `*` stands for any
+    entry of a mapping keyed by name (`families.*.layer`)."""
+    root = load_schema()
+    node: Mapping[str, Any] = root
+    for part in key.split("."):
+        while "$ref" in node:
+            node = _resolve_ref(node["$ref"], root)
+        try:
+            if part == "*":
+                (node,) = node["patternProperties"].values()
+            else:
+                node = node["properties"][part]
+        except (KeyError, ValueError):
+            raise ConfigError(f"{SCHEMA_PATH}: no config key {key!r}") from None
+    return node
+
+
+def validate_params(
+    raw: Any,
+    fields: Mapping[str, str],
+    *,
+    source: str,
+    required: Sequence[str] = (),
+    free: Sequence[str] = (),
+) -> dict[str, Any]:
+    """A stage's parameters checked against the config schema: `fields` maps each parameter
+    name to the config key whose schema it follows (`{"batch_size": "decode.batch_size"}`), so
+    a stage accepts exactly what the config does. A missing parameter takes that key's default
+    (an error for those in `required`); an unknown one is an error; `free` names parameters
+    passed through unchecked (provenance).
+    Returns a new dict; raises ConfigError with one line per problem, naming the parameter."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: expected a JSON object of parameters, {_got(raw)}")
+    allowed = [*fields, *free]
+    lines = [
+        f"{source}: unknown key {_show(key)} (allowed: {', '.join(allowed)})"
+        for key in raw
+        if key not in allowed
+    ]
+    _raise(lines)
+    _raise(surrogate_lines(raw, source))
+    root = load_schema()
+    out: dict[str, Any] = {}
+    for name, key in fields.items():
+        schema = schema_of(key)
+        if name in raw:
+            value = raw[name]
+        elif "default" in schema and name not in required:
+            value = copy.deepcopy(schema["default"])
+        else:
+            lines.append(_line(source, (name,), f"required key missing (config key {key})"))
+            continue
+        full = {**schema, "$defs": root["$defs"]}
+        for error in _Validator(full).iter_errors(value):
+            lines += _schema_error_lines(error, source, (name,), full)
+        out[name] = value
+    _raise(lines)
+    out.update({key: copy.deepcopy(raw[key]) for key in free if key in raw})
+    return out
 
 
 def validate_checkpoint_entry(data: Any, where: str, *, source: str = "config") -> dict[str, Any]:

@@ -25,6 +25,7 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -193,6 +194,31 @@ class Generation:
 
 
 # ----------------------------------------------------------------------------- backends
+
+
+@dataclass(frozen=True)
+class DecodeParams:
+    """The parameters of one decode job, checked against the config schema (`run.seed` and the
+    `decode` section): a value the config would refuse is refused here too."""
+
+    seed: int = 42
+    max_new_tokens: int = 200
+    batch_size: int = 16
+    n_samples: int = 10
+    temperature: float = 1.0
+    backend: str = "hf"
+
+    FIELDS: ClassVar[dict[str, str]] = {
+        "seed": "run.seed",
+        **{k: f"decode.{k}" for k in ("max_new_tokens", "batch_size", "n_samples", "temperature")},
+        "backend": "decode.backend",
+    }
+
+    @classmethod
+    def from_json(cls, raw: dict, source: str = "--params") -> DecodeParams:
+        from nlaprobe.config import validate_params
+
+        return cls(**validate_params(raw, cls.FIELDS, source=source))
 
 
 @dataclass
@@ -489,10 +515,19 @@ def decode_shard(
     from nlaprobe.extract import resolve_device
     from nlaprobe.io import read_table, vectors_from_column, write_table
 
+    DecodeParams.from_json(  # the same checks as the CLI's, for callers of this function
+        {
+            "seed": seed,
+            "max_new_tokens": max_new_tokens,
+            "batch_size": batch_size,
+            "backend": backend,
+        },
+        source="decode parameters",
+    )
     backend_cls = get_backend(backend)
     device = resolve_device(device)
     column = C.COL_VECTOR if cond.layer is None else C.layer_column(cond.layer)
-    table = read_table(activations, [C.COL_DOC_ID, C.COL_POSITION, column])
+    table = read_table(activations, {C.COL_DOC_ID: "str", C.COL_POSITION: "int", column: "vector"})
     av = load_av(src, device, load_model=(backend == "hf"))
     # non-finite rows become per-row errors (SPEC §4.6), not a failed shard
     vectors = vectors_from_column(

@@ -10,7 +10,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -165,8 +165,47 @@ def vectors_to_arrow(vectors: np.ndarray, valid: np.ndarray | None = None) -> pa
     return pa.FixedSizeListArray.from_arrays(values, v.shape[1], mask=mask)
 
 
-def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None) -> pa.Table:
-    """Read a parquet file; a missing, corrupt or column-less file raises DataError naming it."""
+def _is_vector(t: pa.DataType) -> bool:
+    return (
+        pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t)
+    ) and (pa.types.is_floating(t.value_type) or pa.types.is_integer(t.value_type))
+
+
+# Column kinds a reader may require (`read_table(path, {column: kind})`); a kind ending in "?"
+# allows nulls (and a column of nulls only), the others allow none.
+COLUMN_KINDS = {
+    "int": pa.types.is_integer,
+    "str": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
+    "bool": pa.types.is_boolean,
+    "float": lambda t: pa.types.is_floating(t) or pa.types.is_integer(t),
+    "vector": _is_vector,
+}
+
+
+def check_columns(table: pa.Table, kinds: Mapping[str, str], where: str) -> None:
+    """Each column of `kinds` has that kind (see COLUMN_KINDS) and no nulls unless the kind
+    ends in "?"; DataError naming the file, the column, its type and what was expected."""
+    for column, kind in kinds.items():
+        nullable = kind.endswith("?")
+        name = kind.rstrip("?")
+        col = table.column(column)
+        if nullable and pa.types.is_null(col.type):
+            continue
+        if not COLUMN_KINDS[name](col.type):
+            raise DataError(
+                f"{where}: column {column!r} has type {col.type}, expected {name}"
+                + (" (or null)" if nullable else "")
+            )
+        if not nullable and col.null_count:
+            bad = int(np.nonzero(col.is_null().to_numpy(zero_copy_only=False))[0][0])
+            raise DataError(f"{where}: column {column!r} row {bad} is null; expected {name}")
+
+
+def read_table(
+    path: str | os.PathLike, columns: Sequence[str] | Mapping[str, str] | None = None
+) -> pa.Table:
+    """Read a parquet file; a missing, corrupt or column-less file raises DataError naming it.
+    `columns` as a mapping {column: kind} also checks each column's kind (`check_columns`)."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: file not found")
@@ -181,7 +220,21 @@ def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None) ->
                 f"{p}: missing column(s) {missing}; expected at least {list(columns)}, "
                 f"found {table.column_names}"
             )
+        if isinstance(columns, Mapping):
+            check_columns(table, columns, str(p))
     return table
+
+
+def check_rows(rows: Sequence[int] | np.ndarray, n: int, where: str, what: str) -> None:
+    """Row indices into a table of `n` rows must lie in [0, n): a negative index would pair a
+    row with one counted from the end. DataError naming `where`, the first bad row and `what`
+    it indexes."""
+    r = np.asarray(rows, dtype=np.int64)
+    bad = np.nonzero((r < 0) | (r >= n))[0]
+    if len(bad):
+        raise DataError(
+            f"{where}: row {int(r[bad[0]])} is out of range for {what} ({n} rows: 0..{n - 1})"
+        )
 
 
 def vectors_from_column(
