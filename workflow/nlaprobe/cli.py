@@ -321,12 +321,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def owned_outputs(args) -> list[Path]:
+    """The files a command writes (each atomically, see nlaprobe.io.atomic_path)."""
+    from nlaprobe import constants as C
+
+    outs = [Path(p) for p in (getattr(args, k, None) for k in ("out", "out_json", "out_npz")) if p]
+    if args.command == "extract":
+        shard = outs[0]
+        outs.append(shard.with_name(shard.name.removesuffix(".parquet") + C.DATASET_SIDECAR_SUFFIX))
+    if args.command == "report":
+        outs += [Path(args.figures) / f"{name}.png" for name in C.FIGURES]
+    if args.command == "build-demo":
+        return []  # a folder, built under a temporary name that the build itself clears
+    return outs
+
+
+def clean_leftovers(args) -> None:
+    """A job killed between a temporary write and its rename leaves `.<name>.XXXXXXXX.tmp`
+    beside its output; the next run of the job that owns the output removes them first."""
+    from nlaprobe.io import remove_stale_temps
+
+    for out in owned_outputs(args):
+        for path in remove_stale_temps(out):
+            log.info("removed %s, left by an earlier run that was killed", path)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    clean_leftovers(args)
     if args.threads:
         import torch
 

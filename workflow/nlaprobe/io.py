@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -43,6 +44,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+# mkstemp's names: the prefix, 8 random characters of this alphabet, the suffix
+_TEMP_NAME = re.compile(r"\.(?P<final>.+)\.[a-z0-9_]{8}\.tmp")
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files `atomic_path` left for `path` when a process was killed between
+    the temporary write and the rename (SIGKILL runs no cleanup). Only the job that owns the
+    output calls this, at its start, so no live writer's file is touched. Returns what it
+    removed."""
+    final = Path(path)
+    if not final.parent.is_dir():
+        return []
+    removed = []
+    for entry in final.parent.iterdir():
+        m = _TEMP_NAME.fullmatch(entry.name)
+        if m and m.group("final") == final.name and entry.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+                removed.append(entry)
+    return removed
 
 
 def _umask() -> int:
