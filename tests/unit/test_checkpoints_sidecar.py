@@ -381,3 +381,25 @@ def test_decoder_stack_finds_every_nesting():
     assert len(decoder_blocks(older)) == 4
     with pytest.raises(CheckpointError, match="cannot locate the decoder blocks"):
         decoder_stack(_Wrap(lm_head=torch.nn.Linear(2, 2)))
+
+
+# ----------------------------------------------------------------------------- safetensors only
+
+
+def test_require_safetensors(tmp_path):
+    """The vLLM path's check (issue 14, item 9): pickled weights alone, or no weights, are
+    refused naming the files; safetensors pass (beside stray .bin files too: vLLM then loads the
+    safetensors)."""
+    from nlaprobe.checkpoints import require_safetensors
+
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match=r"no \*\.safetensors weights"):
+        require_safetensors(tmp_path)
+    (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04")
+    (tmp_path / "extra.pt").write_bytes(b"\x80\x04")
+    with pytest.raises(CheckpointError) as info:
+        require_safetensors(tmp_path)
+    assert "['extra.pt', 'pytorch_model.bin']" in str(info.value)
+    assert str(tmp_path) in str(info.value) and "safetensors only" in str(info.value)
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    assert require_safetensors(tmp_path) == tmp_path

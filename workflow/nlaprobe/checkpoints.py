@@ -511,6 +511,26 @@ def local_dir(src: Source) -> Path:
         )
 
 
+# weight files that unpickle (or may) when loaded: never read by nlaprobe (SPEC §8)
+PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle")
+
+
+def require_safetensors(directory: str | os.PathLike) -> Path:
+    """Refuse a checkpoint folder whose weights are not safetensors, before an engine with its
+    own loader (vLLM) is given the folder: HF loads pass `use_safetensors=True`, but vLLM would
+    fall back to pickled `*.bin`/`*.pt` weights. CheckpointError naming the files found."""
+    folder = Path(directory)
+    if any(folder.glob("*.safetensors")):
+        return folder
+    pickled = sorted({p.name for pattern in PICKLED_WEIGHTS for p in folder.glob(pattern)})
+    if pickled:
+        raise CheckpointError(
+            f"{folder}: the weights are only {show(pickled, 120)}, which load by unpickling; "
+            "nlaprobe loads safetensors only (convert them, e.g. with safetensors' save_file)"
+        )
+    raise CheckpointError(f"{folder}: no *.safetensors weights; nlaprobe loads safetensors only")
+
+
 def resolve_snapshot(src: Source) -> Source:
     """A hub checkpoint -> the same checkpoint as its snapshot folder in the hub cache (fetched
     when online), with the commit sha of that snapshot recorded, so that tokenizer, config and

@@ -511,7 +511,7 @@ def decode_shard(
 ) -> dict:
     """The decode stage on files: the AV family's activation shard -> decode shard (atomic)."""
     from nlaprobe import constants as C
-    from nlaprobe.checkpoints import load_av
+    from nlaprobe.checkpoints import load_av, require_safetensors
     from nlaprobe.extract import resolve_device
     from nlaprobe.io import read_table, vectors_from_column, write_table
 
@@ -545,6 +545,7 @@ def decode_shard(
         engine = backend_cls(av.model, av.tokenizer, settings, device)
         base = prompt_token_embeds(av.model, av.prompt_ids)
     else:
+        require_safetensors(av.directory)  # vLLM's own loader would also read pickled weights
         engine = backend_cls(
             av.directory, av.tokenizer, settings, dtype=str(src.dtype).removeprefix("torch.")
         )
