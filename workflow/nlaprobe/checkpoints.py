@@ -498,14 +498,9 @@ def local_dir(src: Source) -> Path:
                 src.name,
                 revision=src.revision,
                 allow_patterns=[
-                    "*.json",
-                    "*.yaml",
-                    "*.safetensors",
-                    "*.txt",
-                    "*.model",
-                    "*.jinja",
+                    *C.CHECKPOINT_FILES,
                     # remote code, only for an entry that opted in (trust_remote_code)
-                    *(["*.py"] if src.trust_remote_code else []),
+                    *(C.REMOTE_CODE_FILES if src.trust_remote_code else ()),
                 ],
             )
         )
