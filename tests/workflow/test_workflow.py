@@ -656,3 +656,55 @@ def test_without_snakemake_metadata_nothing_is_rerun(real_run):
     shutil.rmtree(real_run.workdir / ".snakemake")
     out = dry_run(real_run, "reduced.yaml")
     assert NOTHING_TO_DO in out, out
+
+
+@pytest.mark.slow
+def test_retraining_a_path_checkpoint_in_place_reruns_only_its_jobs(real_run, tmp_path):
+    """Issue 14, item 1: a `path:` AR retrained into the same folder is a new checkpoint. In a
+    copy of the real run, the gemma AR becomes a local folder (a copy of the demo build's) and
+    the run completes; touching its files then plans nothing, while rewriting its value head
+    in place plans exactly what a swap of the entry does: the 13 scores that read that AR and
+    the aggregates above them, under the AR's new tag."""
+    from safetensors.torch import load_file, save_file
+
+    wd = tmp_path / "wf"
+    shutil.copytree(real_run.workdir, wd, symlinks=True)
+    ar = tmp_path / "checkpoints" / "gemma-ar"
+    shutil.copytree(wd / real_run.plan.demo_dir("gemma") / "ar", ar)
+
+    def local_ar(raw):
+        raw["families"]["gemma"]["ar"] = {"path": str(ar), "dtype": "float32"}
+
+    before = write_config(wd, "local_ar.yaml", local_ar)
+    snakemake(wd, "--cores", "2", "--configfile", "local_ar.yaml")
+    assert NOTHING_TO_DO in snakemake(wd, "-n", "--configfile", "local_ar.yaml").stdout
+
+    for f in ar.rglob("*"):
+        os.utime(f, None)  # new timestamps, same bytes
+    assert NOTHING_TO_DO in snakemake(wd, "-n", "--configfile", "local_ar.yaml").stdout
+
+    head = load_file(ar / "value_head.safetensors")
+    save_file({k: v * 2 for k, v in head.items()}, ar / "value_head.safetensors")
+    after = write_config(wd, "local_ar.yaml", local_ar)
+    assert after.ar_tag("gemma") != before.ar_tag("gemma")
+    assert after.ar_tag("qwen") == before.ar_tag("qwen")
+    out = snakemake(wd, "-n", "--configfile", "local_ar.yaml").stdout
+    assert job_counts(out) == {
+        "score": 13,
+        **{name: 1 for name in AGGREGATES if name != "verbatim"},
+        "report": 1,
+        "all": 1,
+    }
+    gemma = [("greedy", v) for v in VARIANTS] + [
+        (c, "full") for c in after.conditions("gemma") if c != "greedy"
+    ]
+    expected = {("qwen", "greedy", "full")} | {("gemma", c, v) for c, v in gemma}
+    jobs = {
+        (j["avtag"], j["artag"], j["cond"], j["variant"], j["shard"])
+        for j in planned_wildcards(out, "score")
+    }
+    assert jobs == {
+        (after.decode_tag(av), after.ar_tag("gemma"), c, v, s)
+        for av, c, v in expected
+        for s in after.shards(EVAL)
+    }

@@ -83,15 +83,8 @@ def cmd_extract(args) -> int:
     from nlaprobe.config import validate_checkpoint_entry
     from nlaprobe.extract import ExtractParams, extract_shard
 
+    params = ExtractParams.from_json(_json_arg(args.params, "params"))
     entry = validate_checkpoint_entry(_json_arg(args.checkpoint, "checkpoint"), "--checkpoint")
-    raw = _json_arg(args.params, "params")
-    try:
-        params = ExtractParams(
-            layers=tuple(int(k) for k in raw["layers"]),
-            **{k: int(raw[k]) for k in raw if k != "layers"},
-        )
-    except (KeyError, TypeError, ValueError) as e:
-        raise ConfigError(f"--params: {e}; expected layers, seed, positions_per_doc, ...") from None
     src = resolve_source(entry, "base", args.demo_root or None)
     provenance = _json_arg(args.provenance, "provenance") if args.provenance else {}
     extract_shard(
@@ -122,19 +115,11 @@ def _source(args, role: str):
 
 
 def cmd_decode(args) -> int:
-    from nlaprobe.decode import decode_shard, parse_condition
+    from nlaprobe.decode import DecodeParams, decode_shard, parse_condition
 
-    p = _json_arg(args.params, "params")
-    known = {"seed", "max_new_tokens", "batch_size", "n_samples", "temperature", "backend"}
-    unknown = sorted(set(p) - known)
-    if unknown:
-        raise ConfigError(f"--params: unknown key(s) {unknown}; expected some of {sorted(known)}")
+    p = DecodeParams.from_json(_json_arg(args.params, "params"))
     try:
-        cond = parse_condition(
-            args.cond,
-            n_samples=int(p.get("n_samples", 10)),
-            temperature=float(p.get("temperature", 1.0)),
-        )
+        cond = parse_condition(args.cond, n_samples=p.n_samples, temperature=p.temperature)
     except ValueError as e:
         raise ConfigError(f"--cond: {e}") from None
     decode_shard(
@@ -142,10 +127,10 @@ def cmd_decode(args) -> int:
         args.activations,
         args.out,
         cond,
-        seed=int(p.get("seed", 42)),
-        max_new_tokens=int(p.get("max_new_tokens", 200)),
-        batch_size=int(p.get("batch_size", 16)),
-        backend=str(p.get("backend", "hf")),
+        seed=p.seed,
+        max_new_tokens=p.max_new_tokens,
+        batch_size=p.batch_size,
+        backend=p.backend,
         device=args.device,
         provenance=_json_arg(args.provenance, "provenance") if args.provenance else {},
     )
@@ -153,16 +138,16 @@ def cmd_decode(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from nlaprobe.score import score_shard
+    from nlaprobe.score import ScoreParams, check_variant, score_shard
 
-    p = _json_arg(args.params, "params") if args.params else {}
+    p = ScoreParams.from_json(_json_arg(args.params, "params") if args.params else {})
     score_shard(
         _source(args, "ar"),
         args.decodes,
         args.gold,
         args.out,
-        variant=args.variant,
-        batch_size=int(p.get("batch_size", 16)),
+        variant=check_variant(args.variant),
+        batch_size=p.batch_size,
         device=args.device,
         provenance=_json_arg(args.provenance, "provenance") if args.provenance else {},
     )
@@ -345,12 +330,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def owned_outputs(args) -> list[Path]:
+    """The files a command writes (each atomically, see nlaprobe.io.atomic_path)."""
+    from nlaprobe import constants as C
+
+    outs = [Path(p) for p in (getattr(args, k, None) for k in ("out", "out_json", "out_npz")) if p]
+    if args.command == "extract":
+        shard = outs[0]
+        outs.append(shard.with_name(shard.name.removesuffix(".parquet") + C.DATASET_SIDECAR_SUFFIX))
+    if args.command == "report":
+        outs += [Path(args.figures) / f"{name}.png" for name in C.FIGURES]
+    if args.command == "build-demo":
+        return []  # a folder, built under a temporary name that the build itself clears
+    return outs
+
+
+def clean_leftovers(args) -> None:
+    """A job killed between a temporary write and its rename leaves `.<name>.XXXXXXXX.tmp`
+    beside its output; the next run of the job that owns the output removes them first."""
+    from nlaprobe.io import remove_stale_temps
+
+    for out in owned_outputs(args):
+        for path in remove_stale_temps(out):
+            log.info("removed %s, left by an earlier run that was killed", path)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    clean_leftovers(args)
     if args.threads:
         import torch
 

@@ -28,6 +28,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -196,6 +197,31 @@ class Generation:
 
 
 # ----------------------------------------------------------------------------- backends
+
+
+@dataclass(frozen=True)
+class DecodeParams:
+    """The parameters of one decode job, checked against the config schema (`run.seed` and the
+    `decode` section): a value the config would refuse is refused here too."""
+
+    seed: int = 42
+    max_new_tokens: int = 200
+    batch_size: int = 16
+    n_samples: int = 10
+    temperature: float = 1.0
+    backend: str = "hf"
+
+    FIELDS: ClassVar[dict[str, str]] = {
+        "seed": "run.seed",
+        **{k: f"decode.{k}" for k in ("max_new_tokens", "batch_size", "n_samples", "temperature")},
+        "backend": "decode.backend",
+    }
+
+    @classmethod
+    def from_json(cls, raw: dict, source: str = "--params") -> DecodeParams:
+        from nlaprobe.config import validate_params
+
+        return cls(**validate_params(raw, cls.FIELDS, source=source))
 
 
 @dataclass
@@ -602,14 +628,23 @@ def decode_shard(
 ) -> dict:
     """The decode stage on files: the AV family's activation shard -> decode shard (atomic)."""
     from nlaprobe import constants as C
-    from nlaprobe.checkpoints import load_av
+    from nlaprobe.checkpoints import load_av, require_safetensors
     from nlaprobe.extract import resolve_device
     from nlaprobe.io import read_table, vectors_from_column, write_table
 
+    DecodeParams.from_json(  # the same checks as the CLI's, for callers of this function
+        {
+            "seed": seed,
+            "max_new_tokens": max_new_tokens,
+            "batch_size": batch_size,
+            "backend": backend,
+        },
+        source="decode parameters",
+    )
     backend_cls = get_backend(backend)
     device = resolve_device(device)
     column = C.COL_VECTOR if cond.layer is None else C.layer_column(cond.layer)
-    table = read_table(activations, [C.COL_DOC_ID, C.COL_POSITION, column])
+    table = read_table(activations, {C.COL_DOC_ID: "str", C.COL_POSITION: "int", column: "vector"})
     av = load_av(src, device, load_model=(backend == "hf"))
     # non-finite rows become per-row errors (SPEC §4.6), not a failed shard
     vectors = vectors_from_column(
@@ -629,6 +664,7 @@ def decode_shard(
         engine = backend_cls(av.model, av.tokenizer, settings, device)
         base = prompt_token_embeds(av.model, av.prompt_ids)
     else:
+        require_safetensors(av.directory)  # vLLM's own loader would also read pickled weights
         engine = backend_cls(
             str(av.directory),
             av.tokenizer,

@@ -28,13 +28,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from nlaprobe import constants as C
 from nlaprobe import metrics as M
 from nlaprobe import ridge as R
-from nlaprobe.errors import ConfigError, DataError
+from nlaprobe.config import validate_params
+from nlaprobe.errors import ConfigError, DataError, show
 from nlaprobe.io import atomic_path, read_json, read_table, vectors_from_column, write_json
 
 log = logging.getLogger(__name__)
@@ -49,19 +51,39 @@ class RidgeParams:
     seed: int
     provenance: dict
 
+    # each parameter follows the schema of its config key (the job passes the `ridge` section,
+    # the run's seed, the device and the provenance)
+    FIELDS: ClassVar[dict[str, str]] = {
+        **{
+            k: f"ridge.{k}"
+            for k in ("kernels", "rbf_gammas", "alphas", "val_fraction", "n_points", "n_min")
+        },
+        "seed": "run.seed",
+        "device": "run.device",
+    }
+
     @classmethod
-    def from_json(cls, raw: dict) -> RidgeParams:
-        try:
-            return cls(
-                kernels=tuple(raw["kernels"]),
-                rbf_gammas=tuple(float(g) for g in raw["rbf_gammas"]),
-                alphas=tuple(float(a) for a in raw["alphas"]),
-                val_fraction=float(raw["val_fraction"]),
-                seed=int(raw["seed"]),
-                provenance=raw.get("provenance", {}),
+    def from_json(cls, raw: dict, source: str = "--params") -> RidgeParams:
+        p = validate_params(
+            raw,
+            cls.FIELDS,
+            source=source,
+            required=("kernels", "rbf_gammas", "alphas", "val_fraction", "seed"),
+            free=("provenance",),
+        )
+        provenance = p.get("provenance", {})
+        if not isinstance(provenance, dict):
+            raise ConfigError(
+                f"{source}: key 'provenance': expected an object, got {show(provenance)}"
             )
-        except (KeyError, TypeError, ValueError) as e:
-            raise ConfigError(f"ridge --params: missing or invalid field ({e!r})") from None
+        return cls(
+            kernels=tuple(p["kernels"]),
+            rbf_gammas=tuple(float(g) for g in p["rbf_gammas"]),
+            alphas=tuple(float(a) for a in p["alphas"]),
+            val_fraction=float(p["val_fraction"]),
+            seed=p["seed"],
+            provenance=provenance,
+        )
 
     def specs(self) -> dict[str, list[R.KernelSpec]]:
         """Kernel name -> the specs tried for it (RBF: one per gamma)."""
