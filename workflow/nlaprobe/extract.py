@@ -317,7 +317,7 @@ def sidecar_path(shard_path: str | Path) -> Path:
 
 
 def read_positions(path: str | Path) -> pa.Table:
-    return read_table(path, C.POSITIONS_COLUMNS)
+    return read_table(path, {C.COL_DOC_ID: "str", C.COL_CHAR_END: "int"})
 
 
 def resolve_device(device: str) -> str:

@@ -102,7 +102,7 @@ def read_vectors(paths: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     """The primary-layer vectors and doc ids of activation shards, concatenated in order."""
     vecs, docs = [], []
     for p in paths:
-        t = read_table(p, [C.COL_DOC_ID, C.COL_VECTOR])
+        t = read_table(p, {C.COL_DOC_ID: "str", C.COL_VECTOR: "vector"})
         vecs.append(vectors_from_column(t, C.COL_VECTOR, where=str(p)))
         docs += t.column(C.COL_DOC_ID).to_pylist()
     return np.concatenate(vecs), docs
