@@ -15,7 +15,16 @@ import pytest
 
 from nlaprobe.config import load_config, read_config_file, validate_config
 from nlaprobe.errors import ConfigError
-from nlaprobe.plan import AGGREGATES, CONDITIONS, ROLES, SPLITS, VARIANTS, Plan, checkpoint_spec
+from nlaprobe.plan import (
+    AGGREGATES,
+    CONDITIONS,
+    ROLES,
+    SPLITS,
+    VARIANTS,
+    Plan,
+    checkpoint_spec,
+    tag_of,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT = REPO / "config" / "config.yaml"
@@ -1132,3 +1141,24 @@ def plan_corpus_spec(plan: Plan) -> dict:
     from nlaprobe.plan import corpus_spec
 
     return corpus_spec(plan.cfg["corpus"], "eval")
+
+
+def test_input_records_follow_the_aggregates_inputs(name):
+    """An aggregate's input record is named by the tag of its input list: it moves exactly when
+    that list does (the fixed-path result then has a missing output, metadata or not)."""
+    before = plan_of(name)
+    for agg in AGGREGATES:
+        record = before.aggregate_record(agg)
+        assert record == f"results/.inputs/{agg}-{tag_of(before.aggregate_inputs(agg))}.json"
+        assert record not in before.aggregate_inputs(agg)
+
+    def swap(raw):
+        ar = raw["families"][before.primary]["ar"]
+        ar["dtype"] = "float16" if ar.get("dtype") == "bfloat16" else "bfloat16"
+
+    after = plan_of(name, swap)
+    moved = {a for a in AGGREGATES if after.aggregate_record(a) != before.aggregate_record(a)}
+    assert moved == {
+        a for a in AGGREGATES if after.aggregate_inputs(a) != before.aggregate_inputs(a)
+    }
+    assert "verbatim" not in moved and "fve_baseline" in moved

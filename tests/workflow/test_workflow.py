@@ -704,28 +704,53 @@ def test_retraining_a_path_checkpoint_in_place_reruns_only_its_jobs(real_run, tm
     }
 
 
+def fresh_copy(run: Run, tmp_path: Path) -> Path:
+    """The run's folder as a new box resuming from stored results has it: no .snakemake/."""
+    wd = tmp_path / "wf"
+    shutil.copytree(run.workdir, wd, symlinks=True, ignore=shutil.ignore_patterns(".snakemake"))
+    return wd
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (pre-existing): Snakemake regenerates a missing intermediate file only "
-    "when a job downstream must run, and the aggregates sit at fixed paths that exist; with "
-    "metadata its input-set trigger reruns them, without it nothing is planned",
-)
 def test_a_swap_on_a_fresh_machine_with_the_results_plans_the_dependent_jobs(real_run, tmp_path):
     """SPEC §2: with the results present but no .snakemake/ (a new box resuming from stored
-    results), swapping an AR must still plan its scores and the aggregates that read them."""
-    wd = tmp_path / "wf"
-    shutil.copytree(
-        real_run.workdir, wd, symlinks=True, ignore=shutil.ignore_patterns(".snakemake")
-    )
+    results), swapping an AR plans the same jobs as with the metadata: its 13 scores and the
+    aggregates that read them (whose input records under the new input tags are missing),
+    the report and `all` — and nothing for the unchanged config."""
+    wd = fresh_copy(real_run, tmp_path)
+    assert NOTHING_TO_DO in snakemake(wd, "-n", "--configfile", "reduced.yaml").stdout
 
     def swap(raw):
         raw["families"]["gemma"]["ar"]["dtype"] = "bfloat16"
 
-    write_config(wd, "swap_ar.yaml", swap)
+    plan = write_config(wd, "swap_ar.yaml", swap)
     out = snakemake(wd, "-n", "--configfile", "swap_ar.yaml").stdout
-    assert NOTHING_TO_DO not in out, out
-    assert job_counts(out)["score"] == 13
+    assert "Job stats:" in out, out
+    assert job_counts(out) == {
+        "score": 13,
+        **{name: 1 for name in AGGREGATES if name != "verbatim"},
+        "report": 1,
+        "all": 1,
+    }
+    assert not (wd / plan.aggregate_record("fve_baseline")).exists()
+    assert (wd / plan.aggregate_record("verbatim")).is_file()
+
+
+@pytest.mark.slow
+def test_input_records_decide_the_aggregates_without_metadata(real_run, tmp_path):
+    """Each aggregate's job leaves exactly one input record, under the tag of its current input
+    list; without .snakemake/, a record gone (as after a config switched away and back: the
+    job of the other input set removed it) plans that aggregate again, and what reads it."""
+    plan = real_run.plan
+    assert files_under(real_run.workdir, "results/.inputs") == {
+        plan.aggregate_record(name) for name in AGGREGATES
+    }
+    wd = fresh_copy(real_run, tmp_path)
+    (wd / plan.aggregate_record("transfer_matrix")).unlink()
+    out = snakemake(wd, "-n", "--configfile", "reduced.yaml").stdout
+    assert "Job stats:" in out, out
+    # ridge_scaling reads the transfer matrix's text route
+    assert job_counts(out) == {"transfer_matrix": 1, "ridge_scaling": 1, "report": 1, "all": 1}
 
 
 @pytest.mark.slow

@@ -376,10 +376,16 @@ def alignment_summary(sidecars: Sequence[str]) -> dict:
     return {"mean_abs_error_chars": total / rows if rows else None, "n_rows": rows}
 
 
-def run_aggregate(name: str, spec: dict, out: str, cfg: dict | None = None) -> dict:
+def run_aggregate(
+    name: str, spec: dict, out: str, cfg: dict | None = None, record: str | None = None
+) -> dict:
+    """Compute aggregate `name` from `spec`, write `out` and, when given, its input `record`
+    (see write_input_record)."""
     registry = aggregates()
     if name not in registry:
         raise ConfigError(f"unknown aggregate {name!r}; valid: {sorted(registry)}")
+    if record:
+        _check_record_name(record, name)
     if spec.get("alignment_sidecars"):
         spec = {**spec, "alignment": alignment_summary(spec["alignment_sidecars"])}
     data = registry[name](spec)
@@ -388,4 +394,37 @@ def run_aggregate(name: str, spec: dict, out: str, cfg: dict | None = None) -> d
         {"meta": results_meta(cfg or spec.get("config", {}), {"aggregate": name}), "data": data},
     )
     log.info("wrote %s", out)
+    if record:
+        write_input_record(record, name, out, data)
     return data
+
+
+def _check_record_name(record: str | Path, name: str) -> Path:
+    record = Path(record)
+    if not record.name.startswith(f"{name}-") or record.suffix != ".json":
+        raise ConfigError(f"input record {record}: expected a file named {name}-<tag>.json")
+    return record
+
+
+def write_input_record(record: str | Path, name: str, out: str | Path, data) -> None:
+    """Write the input record `<dir>/<name>-<tag>.json` of an aggregate just written to `out`
+    (the tag is that of its input list, nlaprobe.plan.Plan.aggregate_record), after the result,
+    and remove the aggregate's records of other input sets in the same folder: the result now
+    belongs to this input set only, so a config switched back to an earlier one finds no
+    record and reruns the aggregate (A, B, A gives A's numbers). Records of other aggregates
+    are left alone."""
+    record = _check_record_name(record, name)
+    prefix = f"{name}-"
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    write_json(
+        record,
+        {
+            "aggregate": name,
+            "result": str(out),
+            "data_sha256": hashlib.sha256(blob.encode()).hexdigest(),
+        },
+    )
+    for other in record.parent.glob(f"{prefix}*.json"):
+        rest = other.name[len(prefix) : -len(".json")]
+        if other != record and len(rest) == C.TAG_LENGTH and set(rest) <= set("0123456789abcdef"):
+            other.unlink(missing_ok=True)

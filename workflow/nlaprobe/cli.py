@@ -158,7 +158,7 @@ def cmd_aggregate(args) -> int:
     from nlaprobe.aggregate import run_aggregate
 
     cfg = _json_arg(args.config, "config") if args.config else {}
-    run_aggregate(args.name, _json_arg(args.spec, "spec"), args.out, cfg)
+    run_aggregate(args.name, _json_arg(args.spec, "spec"), args.out, cfg, record=args.record)
     return 0
 
 
@@ -290,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--spec", required=True, help="inputs and parameters as JSON (nlaprobe.plan)")
     s.add_argument("--config", help="the validated config as JSON (for `meta` only)")
     s.add_argument("--out", required=True)
+    s.add_argument("--record", help="the input record to write (nlaprobe.plan.aggregate_record)")
     s.set_defaults(func=cmd_aggregate)
 
     s = sub.add_parser("redact", help="E4: edit greedy explanations for one redaction variant")

@@ -52,6 +52,7 @@ AGGREGATES = (
     "ridge_scaling",
 )
 STAMPS = f"{RESULTS}/.stamps"
+INPUT_RECORDS = f"{RESULTS}/.inputs"
 ROLES = ("base", "av", "ar")
 # bump when the demo builder's output changes for the same settings
 DEMO_BUILDER_VERSION = 2
@@ -582,6 +583,15 @@ class Plan:
     def aggregate_inputs(self, name: str) -> list[str]:
         """Every file of the aggregate's spec (sorted, unique) and, last, its stamp."""
         return sorted(set(_paths(self.aggregate_spec(name)))) + [self.stamp(name)]
+
+    def aggregate_record(self, name: str) -> str:
+        """The input record of an aggregate: a second output of its job, named by the tag of
+        its input list. The aggregates sit at fixed paths (`results/<name>.json`), so without
+        Snakemake's metadata (a fresh machine with the results present) nothing else would tell
+        Snakemake that the inputs changed; a record missing under the current tag does. The
+        aggregate command removes the records of its other input sets (see
+        nlaprobe.aggregate.write_input_record)."""
+        return f"{INPUT_RECORDS}/{name}-{tag_of(self.aggregate_inputs(name))}.json"
 
     def aggregate_job_spec(self, name: str, inputs: Sequence[str]) -> dict:
         """aggregate_spec with every path replaced by the job's own copy of that file: `inputs`
