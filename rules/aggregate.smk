@@ -1,6 +1,8 @@
 # Every aggregate results/<name>.json (E1-E8: fve_baseline, quote_ablation, verbatim, redaction,
 # best_of_n, layers, transfer_matrix, ridge_scaling), one rule each, named after its output. Each
-# reads the files Plan.aggregate_spec lists (job-local copies) and its stamp of own parameters.
+# reads the files Plan.aggregate_spec lists (job-local copies) and its stamp of own parameters,
+# and also writes its input record (Plan.aggregate_record), whose tagged name makes a changed
+# input set a missing output even without Snakemake's metadata.
 
 for _name in AGGREGATES:
 
@@ -10,7 +12,8 @@ for _name in AGGREGATES:
         input:
             P.aggregate_inputs(_name),
         output:
-            f"results/{_name}.json",
+            json=f"results/{_name}.json",
+            record=P.aggregate_record(_name),
         params:
             name=_name,
             spec=P.aggregate_spec_param(_name),
@@ -26,7 +29,8 @@ for _name in AGGREGATES:
             "../envs/cpu.yaml"
         shell:
             "python -m nlaprobe aggregate {params.name} --spec {params.spec:q}"
-            " --config {params.config:q} --out {output:q} > {log:q} 2>&1"
+            " --config {params.config:q} --out {output.json:q} --record {output.record:q}"
+            " > {log:q} 2>&1"
 
 
 rule stamp:

@@ -1,4 +1,6 @@
-# AV decodes of the evaluation split: one row per (activation row, sample).
+# AV decodes of the evaluation split: one row per (activation row, sample). With
+# `decode.backend: vllm` the job needs vLLM: from the interpreter that runs Snakemake (.venv after
+# `make install-vllm`), or with --use-conda from envs/vllm-cpu.yaml (CPU) or envs/gpu.yaml (CUDA).
 
 
 rule decode:
@@ -23,7 +25,7 @@ rule decode:
         runtime=P.job_resource("decode", "runtime"),
         gpu=P.gpus(),
     conda:
-        "../envs/cpu.yaml"
+        P.decode_env
     shell:
         "python -m nlaprobe --threads {threads} decode --checkpoint {params.checkpoint:q}"
         " --activations {input.acts:q} --cond {wildcards.cond} --params {params.decode:q}"

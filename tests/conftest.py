@@ -116,3 +116,84 @@ def offline_hub(tmp_path, monkeypatch):
         return cache
 
     return add
+
+
+# ----------------------------------------------------------------------------- trained AVs
+# The vLLM tests need AVs that write `<explanation>` tags: tiny demo families trained briefly
+# (nlaprobe.demo, the reduced default's recipe and sizes) with one attention head, so the head
+# size is 32, which vLLM's CPU attention supports (it has no kernel for 8 or 16). Built once per
+# session, only when asked for.
+
+TRAINED_EVAL_DOCS = 40  # documents 0..39: held out from training, the eval rows of the tests
+TRAINED_LAYER = 2
+TRAINED_DEMO = {
+    "vocab_size": 512,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_heads": 1,
+    "num_kv_heads": 1,
+    "seed": 0,
+    "train": {
+        "base_steps": 20,
+        "av_steps": 150,
+        "av_lr": 0.005,
+        "ar_steps": 40,
+        "positions_per_doc": 4,
+        "ar_mix": True,
+        "ar_mix_rows": 256,
+    },
+}
+TRAINED_SAMPLING = {"seed": 42, "positions_per_doc": 4, "min_position": 16, "max_length": 256}
+
+
+def build_trained_family(style: str, root: Path) -> dict:
+    """A trained tiny family under `root/<style>` and the activations of its eval documents:
+    {"family": dir with base/av/ar, "corpus": corpus shard, "acts": activation shard}."""
+    from nlaprobe.checkpoints import resolve_source
+    from nlaprobe.corpus import build_corpus_shard
+    from nlaprobe.demo import build_demo
+    from nlaprobe.extract import ExtractParams, extract_shard
+
+    fam = build_demo(
+        style,
+        root / style,
+        {**TRAINED_DEMO, "layer": TRAINED_LAYER, "held_out": [[0, TRAINED_EVAL_DOCS]]},
+    )
+    corpus = {
+        "source": "builtin",
+        "dataset": "pydoc",
+        "dataset_split": "topics",
+        "shard_docs": TRAINED_EVAL_DOCS,
+        "splits": {"eval": {"start": 0, "stop": TRAINED_EVAL_DOCS}},
+    }
+    shard = root / f"{style}-corpus.parquet"
+    build_corpus_shard(corpus, "eval", 0, shard)
+    acts = root / f"{style}-acts.parquet"
+    extract_shard(
+        resolve_source({"path": str(fam / "base"), "dtype": "float32"}, "base"),
+        shard,
+        acts,
+        ExtractParams(layers=(TRAINED_LAYER,), **TRAINED_SAMPLING),
+    )
+    return {"family": fam, "corpus": shard, "acts": acts}
+
+
+def _build_trained_family_1_thread(style: str, root: Path) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    return build_trained_family(style, root)
+
+
+@pytest.fixture(scope="session")
+def trained_families(tmp_path_factory) -> dict[str, dict]:
+    """Both families, trained side by side in two spawned processes of one thread each (a tiny
+    model gains little from a second thread; the two builds gain a core each)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    root = tmp_path_factory.mktemp("trained")
+    styles = ("qwen", "gemma")
+    with ProcessPoolExecutor(len(styles), mp_context=multiprocessing.get_context("spawn")) as pool:
+        built = list(pool.map(_build_trained_family_1_thread, styles, [root] * len(styles)))
+    return dict(zip(styles, built, strict=True))

@@ -3,6 +3,7 @@ score and gold shards: exit codes, the results JSON, and clean errors that leave
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -141,3 +142,41 @@ def test_stamp_cli_writes_its_parameters(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert json.loads(out.read_text()) == params
     assert [p.name for p in out.parent.iterdir()] == [out.name]
+
+
+def test_aggregate_cli_writes_its_input_record_and_drops_the_stale_ones(spec, tmp_path):
+    """The record is written with the result; the aggregate's records of other input sets go
+    (a config switched back to one of them must rerun), other aggregates' records stay."""
+    out = tmp_path / "results" / "transfer_matrix.json"
+    records = tmp_path / "results" / ".inputs"
+    records.mkdir(parents=True)
+    stale = records / "transfer_matrix-aaaaaaaaaa.json"
+    other = records / "fve_baseline-aaaaaaaaaa.json"
+    for p in (stale, other):
+        p.write_text("{}")
+    record = records / "transfer_matrix-0123456789.json"
+    proc = nlaprobe(
+        "aggregate", "transfer_matrix", "--spec", to_json(spec), "--out", str(out),
+        "--record", str(record),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in records.iterdir()) == sorted([record.name, other.name])
+    data = json.loads(out.read_text())["data"]
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert json.loads(record.read_text()) == {
+        "aggregate": "transfer_matrix",
+        "result": str(out),
+        "data_sha256": hashlib.sha256(blob.encode()).hexdigest(),
+    }
+
+
+def test_aggregate_cli_refuses_a_record_of_another_aggregate(spec, tmp_path):
+    out = tmp_path / "results" / "transfer_matrix.json"
+    record = tmp_path / "results" / ".inputs" / "fve_baseline-0123456789.json"
+    proc = nlaprobe(
+        "aggregate", "transfer_matrix", "--spec", to_json(spec), "--out", str(out),
+        "--record", str(record),
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "transfer_matrix-<tag>.json" in proc.stderr and "Traceback" not in proc.stderr
+    assert not record.exists() and not out.exists()

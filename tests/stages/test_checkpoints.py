@@ -440,3 +440,36 @@ def test_pinned_commit_mismatch_is_an_error(hub_cache, monkeypatch):
 def test_local_checkpoint_has_no_commit(qwen_family):
     av = load_av(src(qwen_family / "av"))
     assert av.source.commit is None and av.source.describe()["name"] == str(qwen_family / "av")
+
+
+def test_vllm_decode_refuses_pickled_weights_before_the_engine(qwen_family, copy_dir, monkeypatch):
+    """A local AV folder holding only `.bin` weights never reaches vLLM's own loader: the decode
+    stage refuses it before the engine is built (no vLLM needed to test it)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nlaprobe import decode
+    from nlaprobe.io import vectors_to_arrow
+
+    av = copy_dir(qwen_family / "av", "av")
+    (av / "model.safetensors").rename(av / "pytorch_model.bin")
+    built = []
+    monkeypatch.setitem(decode.BACKENDS, "vllm", lambda *a, **k: built.append(a))
+    acts = av.parent / "acts.parquet"
+    vectors = np.ones((2, D), np.float32)
+    pq.write_table(
+        pa.table(
+            {
+                C.COL_DOC_ID: ["d:s:0", "d:s:1"],
+                C.COL_POSITION: pa.array([5, 6], pa.int64()),
+                C.COL_VECTOR: vectors_to_arrow(vectors),
+            }
+        ),
+        acts,
+    )
+    out = av.parent / "dec.parquet"
+    with pytest.raises(CheckpointError, match=r"pytorch_model\.bin.*safetensors only"):
+        decode.decode_shard(src(av), str(acts), str(out), decode.parse_condition("greedy"), seed=1,
+                       backend="vllm")  # fmt: skip
+    assert built == [] and not out.exists()

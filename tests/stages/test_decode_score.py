@@ -107,6 +107,12 @@ def test_prompt_token_embeds(request, style):
     assert got.dtype == torch.float32 and tuple(got.shape) == (len(ids), 64)
     torch.testing.assert_close(got, raw.float() * factor, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(av.prompt_embeds_from_weights(), got, rtol=1e-6, atol=1e-6)
+    # in a bf16 model HF multiplies bf16 rows by √d cast to bf16; the rows read for vLLM follow
+    # the same path and match bit for bit
+    bf16 = load_av(resolve_source({"path": str(fam / "av"), "dtype": "bfloat16"}, "av"))
+    assert torch.equal(
+        bf16.prompt_embeds_from_weights(torch.bfloat16), D.prompt_token_embeds(bf16.model, ids)
+    )
     # one BOS for Gemma (the chat template emits it; never tokenized twice), none for Qwen
     bos = av.tokenizer.bos_token_id
     if style == "gemma":

@@ -242,6 +242,50 @@ def _set(meta: dict, dotted: str, value) -> dict:
             _set(current_av(), "tokens.critic_suffix_ids", [1, "2"]),
             ["tokens.critic_suffix_ids"],
         ),
+        # wrong types and templates that `.format` would crash on (issue 14, item 6)
+        (_set(current_av(), "tokens.injection_char", 12814), ["tokens.injection_char", "int"]),
+        (_set(current_av(), "tokens.injection_char", ""), ["tokens.injection_char", "empty"]),
+        (_set(current_av(), "prompt_templates.av", 7), ["prompt_templates.av", "int"]),
+        (_set(current_ar(), "prompt_templates.ar", ["x"]), ["prompt_templates.ar", "list"]),
+        (
+            _set(current_av(), "prompt_templates.av", "{foo} {injection_char}"),
+            ["prompt_templates.av", "{foo}", "{injection_char}"],
+        ),
+        (
+            _set(current_av(), "prompt_templates.av", "{0} {injection_char}"),
+            ["prompt_templates.av", "{0}"],
+        ),
+        (
+            _set(current_ar(), "prompt_templates.ar", "{} {explanation}"),
+            ["prompt_templates.ar", "{}"],
+        ),
+        (
+            _set(current_ar(), "prompt_templates.ar", "{explanation!r}"),
+            ["prompt_templates.ar", "{explanation!r}"],
+        ),
+        (
+            _set(legacy(current_ar()), "prompt_templates.critic", "{explanation} {"),
+            ["prompt_templates.critic", "literal brace"],
+        ),
+        (_set(current_av(), "tokens", [1, 2]), ["tokens", "expected a mapping"]),
+        (_set(current_av(), "prompt_templates", "x"), ["prompt_templates", "mapping"]),
+        (_set(current_av(), "role", ["av"]), ["role", "['av']"]),
+        (
+            _set(current_ar(), "critic", {"num_hidden_layers": "21"}),
+            ["critic.num_hidden_layers", "'21'"],
+        ),
+        (
+            _set(current_ar(), "critic", {"num_hidden_layers": 0}),
+            ["critic.num_hidden_layers", "0"],
+        ),
+        (
+            _set(current_av(), "extraction.injection_scale", 10**400),
+            ["extraction.injection_scale", "integer of"],
+        ),
+        (
+            _set(current_av(), "tokens.injection_char", "\ud800"),
+            ["tokens.injection_char", "surrogate"],
+        ),
     ],
     ids=lambda v: None if isinstance(v, dict) else "/".join(v),
 )
@@ -337,3 +381,25 @@ def test_decoder_stack_finds_every_nesting():
     assert len(decoder_blocks(older)) == 4
     with pytest.raises(CheckpointError, match="cannot locate the decoder blocks"):
         decoder_stack(_Wrap(lm_head=torch.nn.Linear(2, 2)))
+
+
+# ----------------------------------------------------------------------------- safetensors only
+
+
+def test_require_safetensors(tmp_path):
+    """The vLLM path's check (issue 14, item 9): pickled weights alone, or no weights, are
+    refused naming the files; safetensors pass (beside stray .bin files too: vLLM then loads the
+    safetensors)."""
+    from nlaprobe.checkpoints import require_safetensors
+
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match=r"no \*\.safetensors weights"):
+        require_safetensors(tmp_path)
+    (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04")
+    (tmp_path / "extra.pt").write_bytes(b"\x80\x04")
+    with pytest.raises(CheckpointError) as info:
+        require_safetensors(tmp_path)
+    assert "['extra.pt', 'pytorch_model.bin']" in str(info.value)
+    assert str(tmp_path) in str(info.value) and "safetensors only" in str(info.value)
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    assert require_safetensors(tmp_path) == tmp_path

@@ -507,3 +507,43 @@ def test_demo_base_models_validate_and_lift_the_tiny_layer_bound() -> None:
     cfg["demo"]["base_models"]["qwen"] = {"id": "x", "dtype": "float8"}
     with pytest.raises(ConfigError, match="demo.base_models.qwen"):
         validate_config(cfg)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("ridge.alphas", [float("nan")]),
+        ("ridge.rbf_gammas", [1.0, float("inf")]),
+        ("ridge.val_fraction", float("nan")),
+        ("decode.temperature", float("nan")),
+        ("metrics.alpha", float("-inf")),
+    ],
+)
+def test_non_finite_numbers_are_refused(cfg: dict[str, Any], key: str, value: Any) -> None:
+    """NaN passes every bound of JSON Schema (each comparison with it is false): the number type
+    itself is finite-only, so YAML's .nan/.inf and JSON's NaN stop at validation."""
+    section, name = key.split(".")
+    cfg.setdefault(section, {})[name] = value
+    _fails(cfg, f"key '{key}", "expected a finite number")
+
+
+def test_stage_parameters_follow_the_config_schema() -> None:
+    from nlaprobe.config import validate_params
+
+    fields = {"batch_size": "decode.batch_size", "seed": "run.seed", "layer": "families.*.layer"}
+    assert validate_params({"layer": 3}, fields, source="--params") == {
+        "batch_size": 16,
+        "seed": 42,
+        "layer": 3,
+    }
+    for raw, needle in (
+        ({"layer": 3, "batch_size": -1}, "key 'batch_size': expected a value >= 1, got -1"),
+        ({"layer": 3, "seed": "42"}, "key 'seed': expected integer, got '42' (str)"),
+        ({"layer": 3, "batch": 4}, "unknown key 'batch'"),
+        ({}, "key 'layer': required key missing (config key families.*.layer)"),
+        ({"layer": 3, "seed": "\ud800"}, "key 'seed': contains a lone surrogate"),
+        ([1], "expected a JSON object of parameters"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            validate_params(raw, fields, source="--params")
+        assert str(info.value).startswith("--params: ") and needle in str(info.value), info.value

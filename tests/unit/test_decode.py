@@ -4,6 +4,7 @@ builder and the engine-independent halves of the vLLM backend."""
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import types
@@ -357,6 +358,9 @@ def test_vllm_sampling_kwargs_greedy():
         0.0,
     )
     assert kw["stop_token_ids"] == [5, 9]
+    assert (kw["top_p"], kw["top_k"], kw["min_p"]) == (1.0, 0, 0.0)
+    assert kw["detokenize"] is False  # ids only: finish_generation detokenises for every backend
+    assert kw["ignore_eos"] is True  # the stop ids above are the only stops, as in HF generate
 
 
 def test_vllm_sampling_kwargs_sampling():
@@ -392,17 +396,81 @@ def test_vllm_prompts():
         assert set(p) == {"prompt_embeds"}
         assert tuple(p["prompt_embeds"].shape) == (6, 8)
         assert torch.equal(p["prompt_embeds"], embeds[i])
+        # its own storage: a request does not carry the whole batch
+        assert p["prompt_embeds"].untyped_storage().nbytes() == 6 * 8 * 4
+
+
+class _Tok:
+    """A stand-in tokenizer: id i decodes to `<i>`; ids ≥ 100 are special tokens."""
+
+    def decode(self, ids, skip_special_tokens=False):
+        return "".join(f"<{i}>" for i in ids if not (skip_special_tokens and i >= 100))
+
+
+def test_finish_generation():
+    tok = _Tok()
+    g = D.finish_generation(tok, [5, 6, 100, 7], stop_token_ids=(100,))
+    assert (g.text, g.n_tokens, g.finish_reason) == ("<5><6>", 3, "stop")
+    g = D.finish_generation(tok, [5, 6, 7], stop_token_ids=(100,))
+    assert (g.text, g.n_tokens, g.finish_reason) == ("<5><6><7>", 3, "length")
+    g = D.finish_generation(tok, (101, 5), stop_token_ids=(100, 101))
+    assert (g.text, g.n_tokens, g.finish_reason) == ("", 1, "stop")
+    assert D.finish_generation(tok, [], stop_token_ids=()).finish_reason == "length"
+
+
+def test_vllm_engine_kwargs_cpu_and_gpu():
+    kw, env = D.vllm_engine_kwargs("/av", "bfloat16", max_model_len=70, device="cpu", env={})
+    assert kw == {
+        "model": "/av",
+        "enable_prompt_embeds": True,
+        "dtype": "bfloat16",
+        "max_model_len": 70,
+        "generation_config": "vllm",
+        "enforce_eager": True,
+        "enable_chunked_prefill": False,
+        "max_num_batched_tokens": D.VLLM_CPU_BATCHED_TOKENS,
+        "kv_cache_memory_bytes": D.VLLM_CPU_KV_CACHE_BYTES,
+    }
+    assert env == {}
+    # a context longer than the step budget is still prefilled whole
+    kw, _ = D.vllm_engine_kwargs("/av", "float32", max_model_len=9000, device="cpu", env={})
+    assert kw["max_num_batched_tokens"] == 9000
+    # VLLM_CPU_KVCACHE_SPACE (GiB) left to vLLM when the user sets it
+    kw, _ = D.vllm_engine_kwargs(
+        "/av", "float32", max_model_len=70, device="cpu", env={"VLLM_CPU_KVCACHE_SPACE": "4"}
+    )
+    assert "kv_cache_memory_bytes" not in kw
+    kw, env = D.vllm_engine_kwargs(
+        "/av", "float32", max_model_len=70, device="cuda", env={}, gpu_memory_utilization=0.5
+    )
+    assert not {"enforce_eager", "kv_cache_memory_bytes", "enable_chunked_prefill"} & set(kw)
+    assert kw["gpu_memory_utilization"] == 0.5 and env == {}
+
+
+def test_vllm_engine_kwargs_many_bans_take_the_v1_runner():
+    n = D.VLLM_V2_MAX_LOGIT_BIAS
+
+    def env_of(device, n_banned, env):
+        return D.vllm_engine_kwargs(
+            "/a", "float32", max_model_len=8, device=device, n_banned=n_banned, env=env
+        )[1]
+
+    assert env_of("cuda", n, {}) == {}
+    assert env_of("cuda", n + 1, {}) == {"VLLM_USE_V2_MODEL_RUNNER": "0"}
+    assert env_of("cuda", n + 1, {"VLLM_USE_V2_MODEL_RUNNER": "0"}) == {}
+    assert env_of("cpu", n + 1, {}) == {}  # the CPU build runs the V1 runner anyway
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_vllm_backend_with_a_stub_engine(monkeypatch, dtype):
-    """VLLMBackend's own logic (engine arguments, embeddings-only prompts in the engine's dtype,
-    per-request sampling parameters, output parsing) against a stand-in `vllm` module."""
-    calls: dict = {}
+    """VLLMBackend's own logic (engine arguments, one engine per checkpoint and arguments,
+    embeddings-only prompts in the engine's dtype, per-request sampling parameters, ids cut and
+    detokenised by finish_generation) against a stand-in `vllm` module."""
+    calls: dict = {"init": []}
 
     class FakeLLM:
         def __init__(self, **kwargs):
-            calls["init"] = kwargs
+            calls["init"].append(kwargs)
 
         def generate(self, prompts, sampling_params, use_tqdm=True):
             calls["prompts"], calls["params"] = prompts, sampling_params
@@ -410,8 +478,8 @@ def test_vllm_backend_with_a_stub_engine(monkeypatch, dtype):
                 types.SimpleNamespace(
                     outputs=[
                         types.SimpleNamespace(
-                            text=f"text {i}",
-                            token_ids=list(range(i + 2)),
+                            text="",
+                            token_ids=[5, 2, 6] if i == 0 else list(range(3, 3 + i + 2)),
                             finish_reason="stop" if i == 0 else "length",
                         )
                     ]
@@ -426,15 +494,29 @@ def test_vllm_backend_with_a_stub_engine(monkeypatch, dtype):
     fake = types.ModuleType("vllm")
     fake.LLM, fake.SamplingParams = FakeLLM, FakeSamplingParams
     monkeypatch.setitem(sys.modules, "vllm", fake)
+    monkeypatch.setattr(D, "_ENGINES", {})
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
 
     settings = D.DecodeSettings(max_new_tokens=9, stop_token_ids=(2,), banned_ids=(4, 7))
-    engine = D.get_backend("vllm")("/ckpt/av", None, settings, dtype=dtype, max_model_len=64)
-    assert calls["init"] == {
-        "model": "/ckpt/av",
-        "enable_prompt_embeds": True,
-        "dtype": dtype,
-        "max_model_len": 64,
-    }
+    engine = D.get_backend("vllm")("/ckpt/av", _Tok(), settings, dtype=dtype, max_model_len=64)
+    assert calls["init"] == [
+        {
+            "model": "/ckpt/av",
+            "enable_prompt_embeds": True,
+            "dtype": dtype,
+            "max_model_len": 64,
+            "generation_config": "vllm",
+            "enforce_eager": True,
+            "enable_chunked_prefill": False,
+            "max_num_batched_tokens": D.VLLM_CPU_BATCHED_TOKENS,
+            "kv_cache_memory_bytes": D.VLLM_CPU_KV_CACHE_BYTES,
+        }
+    ]
+    # another backend on the same checkpoint (another condition) reuses the engine
+    other = D.get_backend("vllm")(
+        "/ckpt/av", _Tok(), D.DecodeSettings(), dtype=dtype, max_model_len=64
+    )
+    assert other.llm is engine.llm and len(calls["init"]) == 1
     cond = D.parse_condition("sample_t1", n_samples=2)
     requests = D.build_requests(["c:s:0"], [50], cond, seed=3)
     embeds = torch.randn(2, 5, 8)
@@ -444,11 +526,40 @@ def test_vllm_backend_with_a_stub_engine(monkeypatch, dtype):
     for i, p in enumerate(calls["prompts"]):
         assert set(p) == {"prompt_embeds"}
         assert p["prompt_embeds"].dtype == getattr(torch, dtype)
+        assert p["prompt_embeds"].shape == (5, 8) and p["prompt_embeds"].is_contiguous()
         torch.testing.assert_close(p["prompt_embeds"].float(), embeds[i], rtol=1e-2, atol=1e-2)
     assert [sp.kwargs for sp in calls["params"]] == [
         D.vllm_sampling_kwargs(cond, r, settings) for r in requests
     ]
     assert [(g.text, g.n_tokens, g.finish_reason) for g in gens] == [
-        ("text 0", 2, "stop"),
-        ("text 1", 3, "length"),
+        ("<5><2>", 2, "stop"),  # the stand-in tokenizer's ids < 100 are not special
+        ("<3><4><5>", 3, "length"),
     ]
+    assert engine.schedules_itself
+
+
+def test_vllm_engine_cache_follows_the_runner(monkeypatch):
+    """On a GPU, an AV decoded with more bans than Model Runner V2 takes gets an engine started
+    with the V1 runner; engines built after that (the variable stays set) are V1 engines too."""
+    inits = []
+
+    class FakeLLM:
+        def __init__(self, **kwargs):
+            inits.append(os.environ.get("VLLM_USE_V2_MODEL_RUNNER"))
+
+    fake = types.ModuleType("vllm")
+    fake.LLM = FakeLLM
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    monkeypatch.setattr(D, "_ENGINES", {})
+    monkeypatch.delenv("VLLM_USE_V2_MODEL_RUNNER", raising=False)
+    many = tuple(range(D.VLLM_V2_MAX_LOGIT_BIAS + 1))
+
+    def backend(banned):
+        settings = D.DecodeSettings(banned_ids=banned)
+        return D.VLLMBackend("/av", _Tok(), settings, dtype="bfloat16", device="cuda")
+
+    a = backend(())
+    b = backend(many)
+    c = backend(())
+    assert inits == [None, "0"]
+    assert a.llm is not b.llm and c.llm is b.llm

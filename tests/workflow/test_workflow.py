@@ -9,6 +9,7 @@ state or result is shared with the repository or between tests that do not ask f
 from __future__ import annotations
 
 import math
+import os
 import re
 import shutil
 import time
@@ -575,9 +576,113 @@ def test_rebuilding_scores_gives_identical_data(real_run):
 
 
 @pytest.mark.slow
-def test_without_snakemake_metadata_nothing_is_rerun(real_run):
+def test_retraining_a_path_checkpoint_in_place_reruns_only_its_jobs(real_run, tmp_path):
+    """Issue 14, item 1: a `path:` AR retrained into the same folder is a new checkpoint. In a
+    copy of the real run, the gemma AR becomes a local folder (a copy of the demo build's) and
+    the run completes; touching its files then plans nothing, while rewriting its value head
+    in place plans exactly what a swap of the entry does: the 13 scores that read that AR and
+    the aggregates above them, under the AR's new tag. With the run's Snakemake metadata (the
+    fresh-machine case is the test below)."""
+    from safetensors.torch import load_file, save_file
+
+    wd = tmp_path / "wf"
+    shutil.copytree(real_run.workdir, wd, symlinks=True)
+    assert (wd / ".snakemake" / "metadata").is_dir()
+    ar = tmp_path / "checkpoints" / "gemma-ar"
+    shutil.copytree(wd / real_run.plan.demo_dir("gemma") / "ar", ar)
+
+    def local_ar(raw):
+        raw["families"]["gemma"]["ar"] = {"path": str(ar), "dtype": "float32"}
+
+    before = write_config(wd, "local_ar.yaml", local_ar)
+    snakemake(wd, "--cores", "2", "--configfile", "local_ar.yaml")
+    assert NOTHING_TO_DO in snakemake(wd, "-n", "--configfile", "local_ar.yaml").stdout
+
+    for f in ar.rglob("*"):
+        os.utime(f, None)  # new timestamps, same bytes
+    assert NOTHING_TO_DO in snakemake(wd, "-n", "--configfile", "local_ar.yaml").stdout
+
+    head = load_file(ar / "value_head.safetensors")
+    save_file({k: v * 2 for k, v in head.items()}, ar / "value_head.safetensors")
+    after = write_config(wd, "local_ar.yaml", local_ar)
+    assert after.ar_tag("gemma") != before.ar_tag("gemma")
+    assert after.ar_tag("qwen") == before.ar_tag("qwen")
+    out = snakemake(wd, "-n", "--configfile", "local_ar.yaml").stdout
+    assert "Job stats:" in out, out
+    assert job_counts(out) == {
+        "score": 13,
+        **{name: 1 for name in AGGREGATES if name != "verbatim"},
+        "report": 1,
+        "all": 1,
+    }
+    gemma = [("greedy", v) for v in VARIANTS] + [
+        (c, "full") for c in after.conditions("gemma") if c != "greedy"
+    ]
+    expected = {("qwen", "greedy", "full")} | {("gemma", c, v) for c, v in gemma}
+    jobs = {
+        (j["avtag"], j["artag"], j["cond"], j["variant"], j["shard"])
+        for j in planned_wildcards(out, "score")
+    }
+    assert jobs == {
+        (after.decode_tag(av), after.ar_tag("gemma"), c, v, s)
+        for av, c, v in expected
+        for s in after.shards(EVAL)
+    }
+
+
+def fresh_copy(run: Run, tmp_path: Path) -> Path:
+    """The run's folder as a new box resuming from stored results has it: no .snakemake/."""
+    wd = tmp_path / "wf"
+    shutil.copytree(run.workdir, wd, symlinks=True, ignore=shutil.ignore_patterns(".snakemake"))
+    return wd
+
+
+@pytest.mark.slow
+def test_a_swap_on_a_fresh_machine_with_the_results_plans_the_dependent_jobs(real_run, tmp_path):
+    """SPEC §2: with the results present but no .snakemake/ (a new box resuming from stored
+    results), swapping an AR plans the same jobs as with the metadata: its 13 scores and the
+    aggregates that read them (whose input records under the new input tags are missing),
+    the report and `all` — and nothing for the unchanged config."""
+    wd = fresh_copy(real_run, tmp_path)
+    assert NOTHING_TO_DO in snakemake(wd, "-n", "--configfile", "reduced.yaml").stdout
+
+    def swap(raw):
+        raw["families"]["gemma"]["ar"]["dtype"] = "bfloat16"
+
+    plan = write_config(wd, "swap_ar.yaml", swap)
+    out = snakemake(wd, "-n", "--configfile", "swap_ar.yaml").stdout
+    assert "Job stats:" in out, out
+    assert job_counts(out) == {
+        "score": 13,
+        **{name: 1 for name in AGGREGATES if name != "verbatim"},
+        "report": 1,
+        "all": 1,
+    }
+    assert not (wd / plan.aggregate_record("fve_baseline")).exists()
+    assert (wd / plan.aggregate_record("verbatim")).is_file()
+
+
+@pytest.mark.slow
+def test_input_records_decide_the_aggregates_without_metadata(real_run, tmp_path):
+    """Each aggregate's job leaves exactly one input record, under the tag of its current input
+    list; without .snakemake/, a record gone (as after a config switched away and back: the
+    job of the other input set removed it) plans that aggregate again, and what reads it."""
+    plan = real_run.plan
+    assert files_under(real_run.workdir, "results/.inputs") == {
+        plan.aggregate_record(name) for name in AGGREGATES
+    }
+    wd = fresh_copy(real_run, tmp_path)
+    (wd / plan.aggregate_record("transfer_matrix")).unlink()
+    out = snakemake(wd, "-n", "--configfile", "reduced.yaml").stdout
+    assert "Job stats:" in out, out
+    # ridge_scaling reads the transfer matrix's text route
+    assert job_counts(out) == {"transfer_matrix": 1, "ridge_scaling": 1, "report": 1, "all": 1}
+
+
+@pytest.mark.slow
+def test_without_snakemake_metadata_nothing_is_rerun(real_run, tmp_path):
     """Identity lives in the paths: a fresh checkout with the results (and no .snakemake/)
     plans nothing for the unchanged config."""
-    shutil.rmtree(real_run.workdir / ".snakemake")
-    out = dry_run(real_run, "reduced.yaml")
+    wd = fresh_copy(real_run, tmp_path)
+    out = snakemake(wd, "-n", "--configfile", "reduced.yaml").stdout
     assert NOTHING_TO_DO in out, out

@@ -19,6 +19,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import math
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,8 +30,8 @@ import numpy as np
 from nlaprobe import __version__
 from nlaprobe import constants as C
 from nlaprobe import metrics as M
-from nlaprobe.errors import ConfigError, DataError
-from nlaprobe.io import read_table, vectors_from_column, write_json
+from nlaprobe.errors import ConfigError, DataError, show
+from nlaprobe.io import check_rows, read_table, vectors_from_column, write_json
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,18 @@ class Rows:
         )
 
 
+# what the aggregates read of a score shard (nlaprobe.score writes it)
+SCORE_COLUMNS = {
+    "row": "int",
+    "doc_id": "str",
+    "sample": "int",
+    "tag_failure": "bool",
+    "decode_error": "bool",
+    "nmse": "float?",
+    "pred_vector": "vector?",
+}
+
+
 def load_rows(
     score_paths: Sequence[str], gold_paths: Sequence[str], sample: int | None = 0
 ) -> Rows:
@@ -112,18 +125,17 @@ def load_rows(
         raise DataError(f"{len(score_paths)} score shards but {len(gold_paths)} gold shards")
     parts: dict[str, list] = {k: [] for k in Rows.__dataclass_fields__}
     for i, (sp, gp) in enumerate(zip(score_paths, gold_paths, strict=True)):
-        st = read_table(
-            sp, ["row", "doc_id", "sample", "tag_failure", "decode_error", "nmse", "pred_vector"]
-        )
-        gt = read_table(gp, [C.COL_DOC_ID, C.COL_VECTOR])
+        st = read_table(sp, SCORE_COLUMNS)
+        gt = read_table(gp, {C.COL_DOC_ID: "str", C.COL_VECTOR: "vector"})
         if sample is not None:
             st = st.filter(np.asarray(st.column("sample").to_numpy()) == sample)
         rows = np.asarray(st.column("row").to_numpy(), dtype=np.int64)
         doc_ids = st.column("doc_id").to_pylist()
         gold_ids = gt.column(C.COL_DOC_ID).to_pylist()
+        check_rows(rows, len(gold_ids), sp, f"the gold shard {gp}")
         for r, did in zip(rows, doc_ids, strict=True):
-            if r >= len(gold_ids) or gold_ids[r] != did:
-                raise DataError(f"{gp}: row {r} does not hold {did!r} as {sp} expects")
+            if gold_ids[r] != did:
+                raise DataError(f"{gp}: row {r} does not hold {show(did)} as {sp} expects")
         gold = vectors_from_column(gt, C.COL_VECTOR, where=gp)
         tf = np.asarray(st.column("tag_failure").to_pylist(), dtype=bool)
         de = np.asarray(st.column("decode_error").to_pylist(), dtype=bool)
@@ -341,17 +353,39 @@ def alignment_summary(sidecars: Sequence[str]) -> dict:
     total, rows = 0.0, 0
     for p in sidecars:
         meta = read_yaml(p)
-        al = meta.get("alignment") or {}
-        if al.get("mean_abs_error_chars") is not None:
-            total += al["mean_abs_error_chars"] * meta["n_rows"]
-            rows += meta["n_rows"]
+        if not isinstance(meta, dict):
+            raise DataError(f"{p}: expected a mapping, got {show(meta)} ({type(meta).__name__})")
+        al = meta.get("alignment")
+        if al is None:
+            continue
+        if not isinstance(al, dict):
+            raise DataError(f"{p}: alignment is {show(al)}; expected a mapping or null")
+        mean = al.get("mean_abs_error_chars")
+        if mean is None:
+            continue
+        n = meta.get("n_rows")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise DataError(f"{p}: n_rows is {show(n)}; expected an integer >= 0")
+        if isinstance(mean, bool) or not isinstance(mean, int | float) or not 0 <= mean < math.inf:
+            raise DataError(
+                f"{p}: alignment.mean_abs_error_chars is {show(mean)}; expected a finite "
+                "number >= 0 or null"
+            )
+        total += mean * n
+        rows += n
     return {"mean_abs_error_chars": total / rows if rows else None, "n_rows": rows}
 
 
-def run_aggregate(name: str, spec: dict, out: str, cfg: dict | None = None) -> dict:
+def run_aggregate(
+    name: str, spec: dict, out: str, cfg: dict | None = None, record: str | None = None
+) -> dict:
+    """Compute aggregate `name` from `spec`, write `out` and, when given, its input `record`
+    (see write_input_record)."""
     registry = aggregates()
     if name not in registry:
         raise ConfigError(f"unknown aggregate {name!r}; valid: {sorted(registry)}")
+    if record:
+        _check_record_name(record, name)
     if spec.get("alignment_sidecars"):
         spec = {**spec, "alignment": alignment_summary(spec["alignment_sidecars"])}
     data = registry[name](spec)
@@ -360,4 +394,37 @@ def run_aggregate(name: str, spec: dict, out: str, cfg: dict | None = None) -> d
         {"meta": results_meta(cfg or spec.get("config", {}), {"aggregate": name}), "data": data},
     )
     log.info("wrote %s", out)
+    if record:
+        write_input_record(record, name, out, data)
     return data
+
+
+def _check_record_name(record: str | Path, name: str) -> Path:
+    record = Path(record)
+    if not record.name.startswith(f"{name}-") or record.suffix != ".json":
+        raise ConfigError(f"input record {record}: expected a file named {name}-<tag>.json")
+    return record
+
+
+def write_input_record(record: str | Path, name: str, out: str | Path, data) -> None:
+    """Write the input record `<dir>/<name>-<tag>.json` of an aggregate just written to `out`
+    (the tag is that of its input list, nlaprobe.plan.Plan.aggregate_record), after the result,
+    and remove the aggregate's records of other input sets in the same folder: the result now
+    belongs to this input set only, so a config switched back to an earlier one finds no
+    record and reruns the aggregate (A, B, A gives A's numbers). Records of other aggregates
+    are left alone."""
+    record = _check_record_name(record, name)
+    prefix = f"{name}-"
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    write_json(
+        record,
+        {
+            "aggregate": name,
+            "result": str(out),
+            "data_sha256": hashlib.sha256(blob.encode()).hexdigest(),
+        },
+    )
+    for other in record.parent.glob(f"{prefix}*.json"):
+        rest = other.name[len(prefix) : -len(".json")]
+        if other != record and len(rest) == C.TAG_LENGTH and set(rest) <= set("0123456789abcdef"):
+            other.unlink(missing_ok=True)

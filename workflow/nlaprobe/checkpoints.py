@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import string
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,7 +29,7 @@ import torch
 
 from nlaprobe import constants as C
 from nlaprobe.config import is_commit
-from nlaprobe.errors import CheckpointError, SidecarError
+from nlaprobe.errors import CheckpointError, SidecarError, show
 from nlaprobe.io import read_yaml
 
 log = logging.getLogger(__name__)
@@ -109,15 +110,72 @@ def _resolve_scale(value: Any, d_model: int, field_name: str, where: str) -> flo
         if value.strip() == SQRT_D_SENTINEL:
             return math.sqrt(d_model)
         raise SidecarError(
-            f"{where}: {field_name} is {value!r}; expected a number or {SQRT_D_SENTINEL!r}"
+            f"{where}: {field_name} is {show(value)}; expected a number or {SQRT_D_SENTINEL!r}"
         )
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise SidecarError(
-            f"{where}: {field_name} is {value!r}; expected a number or {SQRT_D_SENTINEL!r}"
+            f"{where}: {field_name} is {show(value)}; expected a number or {SQRT_D_SENTINEL!r}"
         )
-    if not math.isfinite(float(value)) or float(value) <= 0:
-        raise SidecarError(f"{where}: {field_name} is {value!r}; expected a positive finite number")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float range
+        number = math.inf
+    if not math.isfinite(number) or number <= 0:
+        raise SidecarError(
+            f"{where}: {field_name} is {show(value)}; expected a positive finite number"
+        )
+    return number
+
+
+def _section(meta: dict, name: str, where: str) -> dict:
+    """A mapping-valued sidecar field (absent or null: empty)."""
+    value = meta.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SidecarError(
+            f"{where}: {name} is {show(value)} ({type(value).__name__}); expected a mapping"
+        )
+    return value
+
+
+def _text(value: Any, name: str, where: str) -> str | None:
+    """A string-valued sidecar field (None when absent): a string of valid Unicode text."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise SidecarError(
+            f"{where}: {name} is {show(value)} ({type(value).__name__}); expected a string"
+        )
+    if any(0xD800 <= ord(ch) <= 0xDFFF for ch in value):
+        raise SidecarError(f"{where}: {name} contains a lone surrogate; expected Unicode text")
+    return value
+
+
+def _template(value: Any, name: str, placeholder: str, where: str) -> str | None:
+    """A prompt template: a string whose only replacement field is `{placeholder}` (literal
+    braces doubled), so that `.format(placeholder=...)` cannot fail or read anything else."""
+    text = _text(value, name, where)
+    if text is None:
+        return None
+    try:
+        fields = [
+            (f, conv, spec)
+            for _lit, f, spec, conv in string.Formatter().parse(text)
+            if f is not None
+        ]
+    except ValueError as e:
+        raise SidecarError(
+            f"{where}: {name} is not a valid template ({e}); write a literal brace as {{{{ or }}}}"
+        ) from None
+    for f, conv, spec in fields:
+        if f != placeholder or conv is not None or spec:
+            got = "{" + f + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+            raise SidecarError(
+                f"{where}: {name} has the replacement field {show(got)}; the only one allowed is "
+                f"{{{placeholder}}} (write a literal brace as {{{{ or }}}})"
+            )
+    return text
 
 
 @dataclass(frozen=True)
@@ -151,51 +209,69 @@ def parse_sidecar(meta: dict, where: str) -> NlaMeta:
         raise SidecarError(f"{where}: expected a mapping, got {type(meta).__name__}")
     kind = meta.get("kind", C.KIND_MODEL)
     if kind != C.KIND_MODEL:
-        raise SidecarError(f"{where}: kind is {kind!r}; expected {C.KIND_MODEL!r}")
+        raise SidecarError(f"{where}: kind is {show(kind)}; expected {C.KIND_MODEL!r}")
     role_raw = meta.get("role")
-    if role_raw not in ROLE_ALIASES:
-        raise SidecarError(f"{where}: role is {role_raw!r}; expected one of {sorted(ROLE_ALIASES)}")
+    if not isinstance(role_raw, str) or role_raw not in ROLE_ALIASES:
+        raise SidecarError(
+            f"{where}: role is {show(role_raw)}; expected one of {sorted(ROLE_ALIASES)}"
+        )
     role = ROLE_ALIASES[role_raw]
     d = meta.get("d_model")
     if isinstance(d, bool) or not isinstance(d, int) or d <= 0:
-        raise SidecarError(f"{where}: d_model is {d!r}; expected a positive integer")
-    extraction = meta.get("extraction") or {}
-    tokens = meta.get("tokens") or {}
-    templates = meta.get("prompt_templates") or {}
-    critic = meta.get("critic") or {}
+        raise SidecarError(f"{where}: d_model is {show(d)}; expected a positive integer")
+    extraction = _section(meta, "extraction", where)
+    tokens = _section(meta, "tokens", where)
+    templates = _section(meta, "prompt_templates", where)
+    critic = _section(meta, "critic", where)
     inj = _resolve_scale(extraction.get("injection_scale"), d, "extraction.injection_scale", where)
     mse = _resolve_scale(extraction.get("mse_scale"), d, "extraction.mse_scale", where)
-    av_t = templates.get("av", templates.get("actor"))
-    ar_t = templates.get("ar", templates.get("critic"))
+    av_key = "av" if "av" in templates else "actor"
+    ar_key = "ar" if "ar" in templates else "critic"
+    av_t = _template(templates.get(av_key), f"prompt_templates.{av_key}", "injection_char", where)
+    ar_t = _template(templates.get(ar_key), f"prompt_templates.{ar_key}", "explanation", where)
+
+    def _index(value: Any, name: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise SidecarError(
+                f"{where}: extraction layer ({name}) is {show(value)}; expected an integer ≥ 0"
+            )
+        return value
 
     layer = None
     if critic.get("extraction_layer_index") is not None:
-        layer = critic["extraction_layer_index"]
+        layer = _index(critic["extraction_layer_index"], "critic.extraction_layer_index")
     elif critic.get("num_hidden_layers") is not None:
         # Older sidecars store the number of kept blocks (K+1); see README "Decisions".
-        layer = critic["num_hidden_layers"] - 1
+        kept = _index(critic["num_hidden_layers"], "critic.num_hidden_layers")
+        if kept < 1:
+            raise SidecarError(
+                f"{where}: critic.num_hidden_layers is {kept}; expected ≥ 1 (the kept blocks, K+1)"
+            )
+        layer = kept - 1
     elif meta.get("extraction_layer_index") is not None:
-        layer = meta["extraction_layer_index"]
+        layer = _index(meta["extraction_layer_index"], "extraction_layer_index")
     elif extraction.get("layer_index") is not None:
-        layer = extraction["layer_index"]
-    if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 0):
-        raise SidecarError(f"{where}: extraction layer is {layer!r}; expected an integer ≥ 0")
+        layer = _index(extraction["layer_index"], "extraction.layer_index")
 
     def _int(name: str) -> int | None:
         v = tokens.get(name)
         if v is None:
             return None
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise SidecarError(f"{where}: tokens.{name} is {v!r}; expected an integer token id")
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise SidecarError(f"{where}: tokens.{name} is {show(v)}; expected an integer token id")
         return v
 
     suffix = tokens.get("critic_suffix_ids")
     if suffix is not None and not (
-        isinstance(suffix, list) and all(isinstance(i, int) for i in suffix)
+        isinstance(suffix, list)
+        and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in suffix)
     ):
         raise SidecarError(
-            f"{where}: tokens.critic_suffix_ids is {suffix!r}; expected a list of ids"
+            f"{where}: tokens.critic_suffix_ids is {show(suffix)}; expected a list of ids"
         )
+    injection_char = _text(tokens.get("injection_char"), "tokens.injection_char", where)
+    if injection_char == "":
+        raise SidecarError(f"{where}: tokens.injection_char is empty; expected the marker")
 
     nla = NlaMeta(
         path=where,
@@ -203,7 +279,7 @@ def parse_sidecar(meta: dict, where: str) -> NlaMeta:
         d_model=d,
         injection_scale=inj,
         mse_scale=mse if mse is not None else math.sqrt(d),
-        injection_char=tokens.get("injection_char"),
+        injection_char=injection_char,
         injection_token_id=_int("injection_token_id"),
         left_neighbor_id=_int("injection_left_neighbor_id"),
         right_neighbor_id=_int("injection_right_neighbor_id"),
@@ -276,11 +352,11 @@ def check_av_tokenizer(nla: NlaMeta, tokenizer) -> tuple[list[int], int]:
     if enc != [nla.injection_token_id]:
         raise SidecarError(
             f"{where}: tokens.injection_token_id is {nla.injection_token_id}, but the tokenizer "
-            f"encodes injection_char {nla.injection_char!r} as {enc}"
+            f"encodes injection_char {show(nla.injection_char)} as {show(enc)}"
         )
     if tokenizer.unk_token_id is not None and nla.injection_token_id == tokenizer.unk_token_id:
         raise SidecarError(
-            f"{where}: injection_char {nla.injection_char!r} encodes to the UNK token"
+            f"{where}: injection_char {show(nla.injection_char)} encodes to the UNK token"
         )
     ids = chat_prompt_ids(tokenizer, nla.av_template.format(injection_char=nla.injection_char))
     hits = [i for i, t in enumerate(ids) if t == nla.injection_token_id]
@@ -364,11 +440,15 @@ def resolve_source(entry: dict, role: str, demo_root: str | os.PathLike | None =
     """Config checkpoint entry -> Source. `demo: <style>` entries resolve under `demo_root`."""
     dtype_name = entry.get("dtype", "bfloat16")
     if dtype_name not in DTYPES:
-        raise CheckpointError(f"checkpoint dtype {dtype_name!r}; expected one of {sorted(DTYPES)}")
+        raise CheckpointError(
+            f"checkpoint dtype {show(dtype_name)}; expected one of {sorted(DTYPES)}"
+        )
     trust = bool(entry.get("trust_remote_code", False))
     if entry.get("demo"):
         if demo_root is None:
-            raise CheckpointError(f"demo checkpoint {entry!r} needs the demo folder (demo_root)")
+            raise CheckpointError(
+                f"demo checkpoint {show(entry)} needs the demo folder (demo_root)"
+            )
         path = Path(demo_root) / role
         return Source(str(path), None, True, DTYPES[dtype_name], trust)
     if entry.get("path"):
@@ -377,7 +457,7 @@ def resolve_source(entry: dict, role: str, demo_root: str | os.PathLike | None =
         return Source(
             str(entry["id"]), entry.get("revision") or "main", False, DTYPES[dtype_name], trust
         )
-    raise CheckpointError(f"checkpoint entry {entry!r}: give exactly one of id, path, demo")
+    raise CheckpointError(f"checkpoint entry {show(entry)}: give exactly one of id, path, demo")
 
 
 def _pretrained_kwargs(src: Source) -> dict:
@@ -418,17 +498,32 @@ def local_dir(src: Source) -> Path:
                 src.name,
                 revision=src.revision,
                 allow_patterns=[
-                    "*.json",
-                    "*.yaml",
-                    "*.safetensors",
-                    "*.txt",
-                    "*.model",
-                    "*.jinja",
+                    *C.CHECKPOINT_FILES,
                     # remote code, only for an entry that opted in (trust_remote_code)
-                    *(["*.py"] if src.trust_remote_code else []),
+                    *(C.REMOTE_CODE_FILES if src.trust_remote_code else ()),
                 ],
             )
         )
+
+
+# weight files that unpickle (or may) when loaded: never read by nlaprobe (SPEC §8)
+PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle")
+
+
+def require_safetensors(directory: str | os.PathLike) -> Path:
+    """Refuse a checkpoint folder whose weights are not safetensors, before an engine with its
+    own loader (vLLM) is given the folder: HF loads pass `use_safetensors=True`, but vLLM would
+    fall back to pickled `*.bin`/`*.pt` weights. CheckpointError naming the files found."""
+    folder = Path(directory)
+    if any(folder.glob("*.safetensors")):
+        return folder
+    pickled = sorted({p.name for pattern in PICKLED_WEIGHTS for p in folder.glob(pattern)})
+    if pickled:
+        raise CheckpointError(
+            f"{folder}: the weights are only {show(pickled, 120)}, which load by unpickling; "
+            "nlaprobe loads safetensors only (convert them, e.g. with safetensors' save_file)"
+        )
+    raise CheckpointError(f"{folder}: no *.safetensors weights; nlaprobe loads safetensors only")
 
 
 def resolve_snapshot(src: Source) -> Source:
@@ -488,11 +583,21 @@ class LoadedAV:
     stop_token_ids: list[int]
     source: Source  # as loaded: hub ids resolved to their snapshot and commit
 
-    def prompt_embeds_from_weights(self) -> torch.Tensor:
+    def prompt_embeds_from_weights(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """[T, d] fp32 prompt embeddings read straight from the checkpoint's embedding rows
-        (times √d for Gemma), for engines that do not run the HF model (vLLM)."""
-        rows = embedding_rows(self.directory, self.prompt_ids)
-        return rows * embed_scale(self.config)
+        (times √d for Gemma), for engines that do not run the HF model (vLLM).
+
+        `dtype` is the dtype the model is loaded in: the rows are cast to it and multiplied by
+        the scale cast to it, as HF's scaled embedding module does (Gemma's √d rounded to bf16
+        in a bf16 model), so both backends see the same numbers."""
+        rows = embedding_rows(self.directory, self.prompt_ids).to(dtype)
+        scale = torch.tensor(embed_scale(self.config), dtype=dtype)
+        return (rows * scale).float()
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the model's output layer: ids at or above it can never be generated."""
+        return int(get_text_config(self.config).vocab_size)
 
 
 @dataclass
@@ -509,20 +614,38 @@ def stop_token_ids(directory: Path, config, tokenizer) -> list[int]:
     import json
 
     candidates: Any = None
+    where = "the model config's eos_token_id"
     gen = directory / "generation_config.json"
     if gen.exists():
-        candidates = json.loads(gen.read_text()).get("eos_token_id")
+        try:
+            data = json.loads(gen.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise CheckpointError(f"{gen}: not valid JSON ({str(e)[:120]})") from None
+        if not isinstance(data, dict):
+            raise CheckpointError(
+                f"{gen}: expected a JSON object, got {show(data)} ({type(data).__name__})"
+            )
+        candidates = data.get("eos_token_id")
+        where = f"{gen}: eos_token_id"
     if candidates is None:
         candidates = getattr(get_text_config(config), "eos_token_id", None)
+        where = "the model config's eos_token_id"
     if candidates is None:
         candidates = tokenizer.eos_token_id
+        where = "the tokenizer's eos_token_id"
     if candidates is None:
         return []
-    return [int(i) for i in (candidates if isinstance(candidates, list) else [candidates])]
+    ids = candidates if isinstance(candidates, list) else [candidates]
+    if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+        raise CheckpointError(
+            f"{where} is {show(candidates)}; expected a token id or a list of token ids"
+        )
+    return ids
 
 
 def embedding_rows(directory: Path, ids: list[int]) -> torch.Tensor:
-    """Rows `ids` of the input embedding matrix, read lazily from the safetensors files."""
+    """Rows `ids` of the input embedding matrix in the stored dtype, read lazily from the
+    safetensors files."""
     from safetensors import safe_open
 
     files = sorted(Path(directory).glob("*.safetensors"))
@@ -531,7 +654,7 @@ def embedding_rows(directory: Path, ids: list[int]) -> torch.Tensor:
             for key in st.keys():
                 if key.endswith("embed_tokens.weight"):
                     sl = st.get_slice(key)
-                    return torch.stack([sl[i : i + 1][0] for i in ids]).float()
+                    return torch.stack([sl[i : i + 1][0] for i in ids])
     raise CheckpointError(
         f"{directory}: no '*embed_tokens.weight' tensor in {[f.name for f in files]}"
     )
@@ -549,8 +672,8 @@ def load_av(
     config = load_config(src)
     check_model_config(meta, config)
     ids, pos = check_av_tokenizer(meta, tokenizer)
-    model = load_causal_lm(src, device) if load_model else None
     stops = stop_token_ids(directory, config, tokenizer)
+    model = load_causal_lm(src, device) if load_model else None
     return LoadedAV(model, tokenizer, meta, ids, pos, directory, config, stops, src)
 
 
@@ -567,7 +690,7 @@ def load_value_head(directory: Path, d_model: int) -> torch.Tensor:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
     if C.VALUE_HEAD_KEY not in tensors:
         raise CheckpointError(
-            f"{path}: expected a tensor named {C.VALUE_HEAD_KEY!r}, found {sorted(tensors)}"
+            f"{path}: expected a tensor named {C.VALUE_HEAD_KEY!r}, found {show(sorted(tensors))}"
         )
     w = tensors[C.VALUE_HEAD_KEY]
     if tuple(w.shape) != (d_model, d_model):

@@ -30,9 +30,18 @@ def _json_arg(text: str, what: str) -> dict:
 
 
 def cmd_validate_config(args) -> int:
-    from nlaprobe.config import load_config, validate_config
+    from nlaprobe.config import floating_revisions, load_config, validate_config
 
     cfg = validate_config(load_config(args.files), source=", ".join(map(str, args.files)))
+    floating = floating_revisions(cfg)
+    if floating and not cfg["run"]["allow_floating_revisions"]:
+        log.warning(
+            "%d floating hub revision(s) (%s): the workflow refuses them; pin with "
+            "`nlaprobe pin %s`",
+            len(floating),
+            ", ".join(key for key, *_ in floating),
+            args.files[-1],
+        )
     if args.print:
         sys.stdout.write(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     log.info("config OK: %s (families: %s)", ", ".join(args.files), ", ".join(cfg["families"]))
@@ -74,15 +83,8 @@ def cmd_extract(args) -> int:
     from nlaprobe.config import validate_checkpoint_entry
     from nlaprobe.extract import ExtractParams, extract_shard
 
+    params = ExtractParams.from_json(_json_arg(args.params, "params"))
     entry = validate_checkpoint_entry(_json_arg(args.checkpoint, "checkpoint"), "--checkpoint")
-    raw = _json_arg(args.params, "params")
-    try:
-        params = ExtractParams(
-            layers=tuple(int(k) for k in raw["layers"]),
-            **{k: int(raw[k]) for k in raw if k != "layers"},
-        )
-    except (KeyError, TypeError, ValueError) as e:
-        raise ConfigError(f"--params: {e}; expected layers, seed, positions_per_doc, ...") from None
     src = resolve_source(entry, "base", args.demo_root or None)
     provenance = _json_arg(args.provenance, "provenance") if args.provenance else {}
     extract_shard(
@@ -113,19 +115,11 @@ def _source(args, role: str):
 
 
 def cmd_decode(args) -> int:
-    from nlaprobe.decode import decode_shard, parse_condition
+    from nlaprobe.decode import DecodeParams, decode_shard, parse_condition
 
-    p = _json_arg(args.params, "params")
-    known = {"seed", "max_new_tokens", "batch_size", "n_samples", "temperature", "backend"}
-    unknown = sorted(set(p) - known)
-    if unknown:
-        raise ConfigError(f"--params: unknown key(s) {unknown}; expected some of {sorted(known)}")
+    p = DecodeParams.from_json(_json_arg(args.params, "params"))
     try:
-        cond = parse_condition(
-            args.cond,
-            n_samples=int(p.get("n_samples", 10)),
-            temperature=float(p.get("temperature", 1.0)),
-        )
+        cond = parse_condition(args.cond, n_samples=p.n_samples, temperature=p.temperature)
     except ValueError as e:
         raise ConfigError(f"--cond: {e}") from None
     decode_shard(
@@ -133,10 +127,10 @@ def cmd_decode(args) -> int:
         args.activations,
         args.out,
         cond,
-        seed=int(p.get("seed", 42)),
-        max_new_tokens=int(p.get("max_new_tokens", 200)),
-        batch_size=int(p.get("batch_size", 16)),
-        backend=str(p.get("backend", "hf")),
+        seed=p.seed,
+        max_new_tokens=p.max_new_tokens,
+        batch_size=p.batch_size,
+        backend=p.backend,
         device=args.device,
         provenance=_json_arg(args.provenance, "provenance") if args.provenance else {},
     )
@@ -144,16 +138,16 @@ def cmd_decode(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from nlaprobe.score import score_shard
+    from nlaprobe.score import ScoreParams, check_variant, score_shard
 
-    p = _json_arg(args.params, "params") if args.params else {}
+    p = ScoreParams.from_json(_json_arg(args.params, "params") if args.params else {})
     score_shard(
         _source(args, "ar"),
         args.decodes,
         args.gold,
         args.out,
-        variant=args.variant,
-        batch_size=int(p.get("batch_size", 16)),
+        variant=check_variant(args.variant),
+        batch_size=p.batch_size,
         device=args.device,
         provenance=_json_arg(args.provenance, "provenance") if args.provenance else {},
     )
@@ -164,7 +158,7 @@ def cmd_aggregate(args) -> int:
     from nlaprobe.aggregate import run_aggregate
 
     cfg = _json_arg(args.config, "config") if args.config else {}
-    run_aggregate(args.name, _json_arg(args.spec, "spec"), args.out, cfg)
+    run_aggregate(args.name, _json_arg(args.spec, "spec"), args.out, cfg, record=args.record)
     return 0
 
 
@@ -296,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--spec", required=True, help="inputs and parameters as JSON (nlaprobe.plan)")
     s.add_argument("--config", help="the validated config as JSON (for `meta` only)")
     s.add_argument("--out", required=True)
+    s.add_argument("--record", help="the input record to write (nlaprobe.plan.aggregate_record)")
     s.set_defaults(func=cmd_aggregate)
 
     s = sub.add_parser("redact", help="E4: edit greedy explanations for one redaction variant")
@@ -336,12 +331,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def owned_outputs(args) -> list[Path]:
+    """The files a command writes (each atomically, see nlaprobe.io.atomic_path)."""
+    from nlaprobe import constants as C
+
+    outs = [Path(p) for p in (getattr(args, k, None) for k in ("out", "out_json", "out_npz")) if p]
+    if args.command == "extract":
+        shard = outs[0]
+        outs.append(shard.with_name(shard.name.removesuffix(".parquet") + C.DATASET_SIDECAR_SUFFIX))
+    if args.command == "report":
+        outs += [Path(args.figures) / f"{name}.png" for name in C.FIGURES]
+    if args.command == "build-demo":
+        return []  # a folder, built under a temporary name that the build itself clears
+    return outs
+
+
+def clean_leftovers(args) -> None:
+    """A job killed between a temporary write and its rename leaves `.<name>.XXXXXXXX.tmp`
+    beside its output; the next run of the job that owns the output removes them first."""
+    from nlaprobe.io import remove_stale_temps
+
+    for out in owned_outputs(args):
+        for path in remove_stale_temps(out):
+            log.info("removed %s, left by an earlier run that was killed", path)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    clean_leftovers(args)
     if args.threads:
         import torch
 

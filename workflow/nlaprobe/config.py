@@ -18,6 +18,7 @@ import copy
 import difflib
 import functools
 import logging
+import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -28,7 +29,8 @@ import jsonschema
 import yaml
 from jsonschema import Draft202012Validator
 
-from nlaprobe.errors import ConfigError
+from nlaprobe.errors import ConfigError, show
+from nlaprobe.io import load_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +46,17 @@ SPLITS: tuple[str, ...] = ("eval", "ridge")
 _MAX_REPR = 60
 
 # Strict integers: JSON Schema would accept 5.0 as an integer, but Python code downstream
-# (range(), slicing) would not.
-_TYPE_CHECKER = Draft202012Validator.TYPE_CHECKER.redefine(
-    "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
+# (range(), slicing) would not. Finite numbers: NaN passes every bound (each comparison with it
+# is false) and YAML's .nan/.inf or JSON's NaN would reach the stages.
+_TYPE_CHECKER = Draft202012Validator.TYPE_CHECKER.redefine_many(
+    {
+        "integer": lambda _checker, value: isinstance(value, int) and not isinstance(value, bool),
+        "number": lambda _checker, value: (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and (not isinstance(value, float) or math.isfinite(value))
+        ),
+    }
 )
 _Validator = jsonschema.validators.extend(Draft202012Validator, type_checker=_TYPE_CHECKER)
 
@@ -151,8 +161,7 @@ def _type_name(value: Any) -> str:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= _MAX_REPR else text[: _MAX_REPR - 3] + "..."
+    return show(value, _MAX_REPR)
 
 
 def _got(value: Any) -> str:
@@ -178,11 +187,29 @@ def _is_allowed(schema: Mapping[str, Any], key: Any) -> bool:
     )
 
 
-def _schema_error_lines(error: jsonschema.ValidationError, source: str, prefix: Path_) -> list[str]:
+def _schema_error_lines(
+    error: jsonschema.ValidationError,
+    source: str,
+    prefix: Path_,
+    schema: Mapping[str, Any] | None = None,
+) -> list[str]:
     path: Path_ = prefix + tuple(error.absolute_path)
     value = error.instance
     kind = error.validator
     spec = error.validator_value
+
+    where = list(error.relative_schema_path)
+    if len(where) >= 2 and where[-2] == "propertyNames":
+        # a key that breaks the naming rule (`error.schema` is the rule, with its description);
+        # a key no pattern admits at all is reported once, as an unknown key
+        parent: Any = schema or {}
+        for part in where[:-2]:
+            parent = parent[part] if isinstance(parent, Mapping | list) else {}
+        if isinstance(parent, Mapping) and not _is_allowed(parent, value):
+            return []
+        rule = error.schema.get("description", f"expected {kind} {spec}")
+        key = value if isinstance(value, str) else _show(value)
+        return [_line(source, (*path, key), f"not an allowed name: {rule}")]
 
     if kind == "additionalProperties" and isinstance(value, dict):
         allowed = _allowed_keys(error.schema)
@@ -215,6 +242,8 @@ def _schema_error_lines(error: jsonschema.ValidationError, source: str, prefix: 
         ]
     if kind == "type":
         types = [spec] if isinstance(spec, str) else list(spec)
+        if isinstance(value, float) and not math.isfinite(value):
+            types = ["a finite number" if t == "number" else t for t in types]
         message = f"expected {' or '.join(types)}, {_got(value)}"
     elif kind == "enum":
         message = f"expected one of {', '.join(map(str, spec))}, {_got(value)}"
@@ -238,13 +267,52 @@ def _non_string_keys(data: Any, path: Path_ = ()) -> list[Path_]:
     if isinstance(data, dict):
         for key, value in data.items():
             if not isinstance(key, str):
-                found.append((*path, repr(key)))
+                found.append((*path, _show(key)))
             else:
                 found += _non_string_keys(value, (*path, key))
     elif isinstance(data, list):
         for i, item in enumerate(data):
             found += _non_string_keys(item, (*path, i))
     return found
+
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def lone_surrogates(data: Any, path: Path_ = ()) -> list[tuple[Path_, str]]:
+    """(key path, the string) of every key or string value holding a lone surrogate: not valid
+    Unicode text (a YAML escape such as "\\ud800", or undecodable bytes on a command line), it
+    cannot be encoded, hashed into a tag or written to a file."""
+    found: list[tuple[Path_, str]] = []
+    if isinstance(data, str):
+        if _SURROGATE.search(data):
+            found.append((path, data))
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(key, str) and _SURROGATE.search(key):
+                found.append(((*path, _show(key)), key))
+            else:
+                found += lone_surrogates(value, (*path, key))
+    elif isinstance(data, list):
+        for i, item in enumerate(data):
+            found += lone_surrogates(item, (*path, i))
+    return found
+
+
+def surrogate_lines(data: Any, source: str, prefix: Path_ = ()) -> list[str]:
+    """One error line per lone surrogate in `data` (see `lone_surrogates`), naming the key."""
+    lines = []
+    for path, text in lone_surrogates(data, prefix):
+        at = _SURROGATE.search(text).start()
+        lines.append(
+            _line(
+                source,
+                path,
+                f"contains a lone surrogate (U+{ord(text[at]):04X} at character {at}), "
+                "which is not valid Unicode text",
+            )
+        )
+    return lines
 
 
 def _raise(lines: Iterable[str]) -> None:
@@ -267,6 +335,7 @@ def _schema_check(
     """
     bad_keys = _non_string_keys(data, prefix)
     _raise(_line(source, path, "keys must be strings (quote it)") for path in bad_keys)
+    _raise(surrogate_lines(data, source, prefix))
     filled = apply_defaults(schema, data, root=root)
     full = dict(schema)
     if "$defs" in root:
@@ -274,7 +343,7 @@ def _schema_check(
     lines: list[str] = []
     bad_paths: set[Path_] = set()
     for error in _Validator(full).iter_errors(filled):
-        found = _schema_error_lines(error, source, prefix)
+        found = _schema_error_lines(error, source, prefix, full)
         if found:
             lines += found
             bad_paths.add(prefix + tuple(error.absolute_path))
@@ -464,6 +533,68 @@ def validate_section(name: str, data: Any, *, source: str = "config") -> dict[st
     return filled
 
 
+def schema_of(key: str) -> Mapping[str, Any]:
+    """The schema of one config key, given dotted (`decode.batch_size`); `*` stands for any
+    entry of a mapping keyed by name (`families.*.layer`)."""
+    root = load_schema()
+    node: Mapping[str, Any] = root
+    for part in key.split("."):
+        while "$ref" in node:
+            node = _resolve_ref(node["$ref"], root)
+        try:
+            if part == "*":
+                (node,) = node["patternProperties"].values()
+            else:
+                node = node["properties"][part]
+        except (KeyError, ValueError):
+            raise ConfigError(f"{SCHEMA_PATH}: no config key {key!r}") from None
+    return node
+
+
+def validate_params(
+    raw: Any,
+    fields: Mapping[str, str],
+    *,
+    source: str,
+    required: Sequence[str] = (),
+    free: Sequence[str] = (),
+) -> dict[str, Any]:
+    """A stage's parameters checked against the config schema: `fields` maps each parameter
+    name to the config key whose schema it follows (`{"batch_size": "decode.batch_size"}`), so
+    a stage accepts exactly what the config does. A missing parameter takes that key's default
+    (an error for those in `required`); an unknown one is an error; `free` names parameters
+    passed through unchecked (provenance).
+    Returns a new dict; raises ConfigError with one line per problem, naming the parameter."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: expected a JSON object of parameters, {_got(raw)}")
+    allowed = [*fields, *free]
+    lines = [
+        f"{source}: unknown key {_show(key)} (allowed: {', '.join(allowed)})"
+        for key in raw
+        if key not in allowed
+    ]
+    _raise(lines)
+    _raise(surrogate_lines(raw, source))
+    root = load_schema()
+    out: dict[str, Any] = {}
+    for name, key in fields.items():
+        schema = schema_of(key)
+        if name in raw:
+            value = raw[name]
+        elif "default" in schema and name not in required:
+            value = copy.deepcopy(schema["default"])
+        else:
+            lines.append(_line(source, (name,), f"required key missing (config key {key})"))
+            continue
+        full = {**schema, "$defs": root["$defs"]}
+        for error in _Validator(full).iter_errors(value):
+            lines += _schema_error_lines(error, source, (name,), full)
+        out[name] = value
+    _raise(lines)
+    out.update({key: copy.deepcopy(raw[key]) for key in free if key in raw})
+    return out
+
+
 def validate_checkpoint_entry(data: Any, where: str, *, source: str = "config") -> dict[str, Any]:
     """Validate one checkpoint entry (`#/$defs/checkpoint`); `where` is its dotted key path
     (e.g. ``families.qwen.av``) used in messages. Returns a new dict with defaults filled."""
@@ -532,7 +663,7 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict
             break
         if duplicate:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
+                None, None, f"duplicate key {_show(key)}", key_node.start_mark
             )
         seen.add(key)
     return loader.construct_mapping(node, deep=True)
@@ -550,7 +681,7 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(f"{p}: cannot read config file: {reason}") from exc
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = load_yaml(text, _UniqueKeyLoader)  # bounded: no alias bombs
     except yaml.YAMLError as exc:
         detail = " ".join(str(exc).split())
         raise ConfigError(f"{p}: not valid YAML: {detail}") from exc

@@ -45,6 +45,10 @@ KIND_MODEL = "nla_model"
 KIND_DATASET = "nla_dataset"
 VALUE_HEAD_FILE = "value_head.safetensors"
 VALUE_HEAD_KEY = "weight"
+# the files of a checkpoint that a load reads: what a hub snapshot downloads and what a local
+# folder's content fingerprint covers (fnmatch patterns on the path inside the folder)
+CHECKPOINT_FILES = ("*.json", "*.yaml", "*.safetensors", "*.txt", "*.model", "*.jinja")
+REMOTE_CODE_FILES = ("*.py",)  # only for an entry with trust_remote_code
 
 # --- path conventions
 SHARD_DIGITS = 5

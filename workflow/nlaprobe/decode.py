@@ -13,6 +13,8 @@ Invariants:
 - sampling is seeded per (seed, doc_id, position, sample index): any shard reruns alone, in any
   batch composition, with identical samples (HF: Gumbel-max with a per-row generator; vLLM: a
   per-request seed);
+- every backend returns token ids and `finish_generation` cuts them at the first stop token and
+  detokenises them with the AV's HF tokenizer, so text and token counts mean the same everywhere;
 - bans: every vocabulary id whose decoded text contains a banned character gets a −1e9 logit bias;
   the count of banned tokens and of banned characters leaking into outputs are recorded;
 - backends register by name; an unknown name fails with the list of valid ones.
@@ -22,9 +24,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -195,6 +199,31 @@ class Generation:
 # ----------------------------------------------------------------------------- backends
 
 
+@dataclass(frozen=True)
+class DecodeParams:
+    """The parameters of one decode job, checked against the config schema (`run.seed` and the
+    `decode` section): a value the config would refuse is refused here too."""
+
+    seed: int = 42
+    max_new_tokens: int = 200
+    batch_size: int = 16
+    n_samples: int = 10
+    temperature: float = 1.0
+    backend: str = "hf"
+
+    FIELDS: ClassVar[dict[str, str]] = {
+        "seed": "run.seed",
+        **{k: f"decode.{k}" for k in ("max_new_tokens", "batch_size", "n_samples", "temperature")},
+        "backend": "decode.backend",
+    }
+
+    @classmethod
+    def from_json(cls, raw: dict, source: str = "--params") -> DecodeParams:
+        from nlaprobe.config import validate_params
+
+        return cls(**validate_params(raw, cls.FIELDS, source=source))
+
+
 @dataclass
 class DecodeSettings:
     max_new_tokens: int = 200
@@ -202,6 +231,23 @@ class DecodeSettings:
     stop_token_ids: tuple[int, ...] = ()
     pad_token_id: int = 0
     banned_ids: tuple[int, ...] = field(default_factory=tuple)
+
+
+def finish_generation(tokenizer, ids: Sequence[int], stop_token_ids: Sequence[int]) -> Generation:
+    """New token ids of one request -> text, token count, finish reason; shared by every backend
+    so that their outputs are cut and detokenised the same way: the count runs up to and
+    including the first stop token, the text is the HF tokenizer's decode of those ids with
+    special tokens skipped (the stop token itself leaves no text)."""
+    stops = set(stop_token_ids)
+    ids = [int(t) for t in ids]
+    n = len(ids)
+    reason = "length"
+    for i, t in enumerate(ids):
+        if t in stops:
+            n, reason = i + 1, "stop"
+            break
+    text = tokenizer.decode(ids[:n], skip_special_tokens=True)
+    return Generation(text, n, reason)
 
 
 BACKENDS: dict[str, Callable] = {}
@@ -307,31 +353,32 @@ class HFBackend:
         return [self._finish(row.tolist()) for row in out.cpu()]
 
     def _finish(self, ids: list[int]) -> Generation:
-        stops = set(self.settings.stop_token_ids)
-        n = len(ids)
-        reason = "length"
-        for i, t in enumerate(ids):
-            if t in stops:
-                n, reason = i + 1, "stop"
-                break
-        text = self.tokenizer.decode(ids[:n], skip_special_tokens=True)
-        return Generation(text, n, reason)
+        return finish_generation(self.tokenizer, ids, self.settings.stop_token_ids)
 
 
 def vllm_sampling_kwargs(cond: Condition, request: Request, settings: DecodeSettings) -> dict:
     """Keyword arguments of vllm.SamplingParams for one request (shared, tested without vLLM).
 
     temperature 0 only with n=1 (every request is n=1: samples are separate seeded requests);
-    max_tokens always set; no repetition/presence/frequency penalties with prompt embeds."""
+    max_tokens always set; no repetition/presence/frequency penalties with prompt embeds, no
+    top-p/top-k/min-p truncation (plain softmax sampling, as the HF backend), the AV's stop ids
+    as the only stops; the engine returns token ids only (`detokenize=False`):
+    `finish_generation` turns them into text for every backend alike."""
     kw = {
         "n": 1,
         "temperature": 0.0 if cond.greedy else float(cond.temperature),
         "max_tokens": int(settings.max_new_tokens),
         "seed": int(request.seed),
-        "skip_special_tokens": True,
+        "detokenize": False,
         "repetition_penalty": 1.0,
         "presence_penalty": 0.0,
         "frequency_penalty": 0.0,
+        "top_p": 1.0,
+        "top_k": 0,
+        "min_p": 0.0,
+        # stop on the AV's stop ids only, as HF's generate does (eos_token_id = those ids): not
+        # also on a tokenizer EOS outside them
+        "ignore_eos": True,
     }
     if settings.banned_ids:
         kw["logit_bias"] = {int(i): BAN_BIAS for i in settings.banned_ids}
@@ -341,24 +388,118 @@ def vllm_sampling_kwargs(cond: Condition, request: Request, settings: DecodeSett
 
 
 def vllm_prompts(embeds: torch.Tensor) -> list[dict]:
-    """`{"prompt_embeds": tensor[T, d]}` per request; embeddings only, never ids."""
-    return [{"prompt_embeds": e} for e in embeds]
+    """`{"prompt_embeds": tensor[T, d]}` per request; embeddings only, never ids. Each row is its
+    own contiguous copy, so a request never carries (or serialises) the whole batch."""
+    return [{"prompt_embeds": e.contiguous().clone()} for e in embeds]
+
+
+# vLLM's Model Runner V2 (CUDA with Triton) takes at most this many logit_bias entries per
+# request; its V1 runner (the CPU build, and CUDA with VLLM_USE_V2_MODEL_RUNNER=0) has no limit.
+# A quote ban on a real vocabulary (Qwen2.5: 151k ids) bans thousands of ids.
+VLLM_V2_MAX_LOGIT_BIAS = 1024
+VLLM_CPU_KV_CACHE_BYTES = 1 << 30  # KV cache on the CPU unless VLLM_CPU_KVCACHE_SPACE (GiB) is set
+VLLM_CPU_BATCHED_TOKENS = 4096  # tokens per engine step on the CPU (whole prompts, see below)
+
+_ENGINES: dict[tuple, object] = {}
+
+
+def vllm_engine_kwargs(
+    model_path: str,
+    dtype: str,
+    *,
+    max_model_len: int,
+    device: str = "cpu",
+    n_banned: int = 0,
+    env: dict | None = None,
+    **extra,
+) -> tuple[dict, dict]:
+    """(LLM keyword arguments, environment variables to set) for one AV (pure, tested without
+    vLLM). The context is bounded by what a decode needs (prompt + max_new_tokens), the
+    checkpoint's generation_config.json is not applied (`generation_config="vllm"`: sampling is
+    exactly what `vllm_sampling_kwargs` says); on the CPU eager mode, a bounded KV cache and no
+    chunked prefill; on a GPU with more banned ids than Model Runner V2 accepts, the V1 model
+    runner (the CPU build always runs the V1 runner)."""
+    env = os.environ if env is None else env
+    kw = {
+        "model": model_path,
+        "enable_prompt_embeds": True,
+        "dtype": dtype,
+        "max_model_len": int(max_model_len),
+        "generation_config": "vllm",
+    }
+    if device == "cpu":
+        kw["enforce_eager"] = True
+        # A prompt prefilled in chunks has its sampled token discarded and its seeded generator
+        # rewound by an offset, which a CPU generator does not have ("CPU Generator does not use
+        # offset"): seeded sampling needs whole-prompt prefills on the CPU.
+        kw["enable_chunked_prefill"] = False
+        kw["max_num_batched_tokens"] = max(int(max_model_len), VLLM_CPU_BATCHED_TOKENS)
+        if not env.get("VLLM_CPU_KVCACHE_SPACE"):
+            kw["kv_cache_memory_bytes"] = VLLM_CPU_KV_CACHE_BYTES
+    kw.update(extra)
+    set_env = {}
+    if (
+        device != "cpu"
+        and n_banned > VLLM_V2_MAX_LOGIT_BIAS
+        and env.get("VLLM_USE_V2_MODEL_RUNNER") != "0"
+    ):
+        set_env["VLLM_USE_V2_MODEL_RUNNER"] = "0"
+    return kw, set_env
+
+
+def release_engines() -> None:
+    """Shut down every cached vLLM engine (their engine-core processes exit)."""
+    while _ENGINES:
+        _key, llm = _ENGINES.popitem()
+        shutdown = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if shutdown is not None and hasattr(shutdown, "shutdown"):
+            shutdown.shutdown()
+        del llm
 
 
 @register_backend("vllm")
 class VLLMBackend:
-    """vLLM with `enable_prompt_embeds=True`. Needs a GPU; not verified on this project's CI."""
+    """vLLM with `enable_prompt_embeds=True`: the CPU build (`vllm-cpu`) or the CUDA build.
+
+    One engine per (checkpoint, engine arguments) per process: a second backend for the same AV
+    (another condition, another shard) reuses it, so a process pays the load once. The engine
+    core runs in a spawned process: a script building one needs the `__main__` guard."""
+
+    schedules_itself = True  # `decode_rows` hands it a whole shard in one call
 
     def __init__(
-        self, model_path: str, tokenizer, settings: DecodeSettings, dtype: str, **llm_kwargs
+        self,
+        model_path: str,
+        tokenizer,
+        settings: DecodeSettings,
+        dtype: str,
+        *,
+        max_model_len: int = 2048,
+        device: str = "cpu",
+        **llm_kwargs,
     ):
-        from vllm import LLM  # noqa: PLC0415  (GPU-only dependency)
+        from vllm import LLM  # noqa: PLC0415  (optional dependency: the vllm-cpu or gpu extra)
 
         self.tokenizer = tokenizer
         self.settings = settings
         # prompt embeddings go in the engine's dtype (an fp32 release AV must not get bf16 rows)
         self.embeds_dtype = getattr(torch, dtype)
-        self.llm = LLM(model=model_path, enable_prompt_embeds=True, dtype=dtype, **llm_kwargs)
+        kwargs, set_env = vllm_engine_kwargs(
+            model_path,
+            dtype,
+            max_model_len=max_model_len,
+            device=device,
+            n_banned=len(settings.banned_ids),
+            **llm_kwargs,
+        )
+        if set_env:
+            log.info("vLLM: %d banned ids per request: %s", len(settings.banned_ids), set_env)
+            os.environ.update(set_env)
+        # the runner choice is read when an engine starts: it is part of the engine's identity
+        key = (repr(sorted(kwargs.items())), os.environ.get("VLLM_USE_V2_MODEL_RUNNER"))
+        if key not in _ENGINES:
+            _ENGINES[key] = LLM(**kwargs)
+        self.llm = _ENGINES[key]
 
     def generate(
         self, embeds: torch.Tensor, requests: Sequence[Request], cond: Condition
@@ -367,14 +508,14 @@ class VLLMBackend:
 
         params = [SamplingParams(**vllm_sampling_kwargs(cond, r, self.settings)) for r in requests]
         outputs = self.llm.generate(
-            vllm_prompts(embeds.to(self.embeds_dtype)), sampling_params=params, use_tqdm=True
+            vllm_prompts(embeds.to(self.embeds_dtype)), sampling_params=params, use_tqdm=False
         )
-        gens = []
-        for out in outputs:
-            c = out.outputs[0]
-            reason = "stop" if c.finish_reason == "stop" else "length"
-            gens.append(Generation(c.text, len(c.token_ids), reason))
-        return gens
+        return [
+            finish_generation(
+                self.tokenizer, out.outputs[0].token_ids, self.settings.stop_token_ids
+            )
+            for out in outputs
+        ]
 
 
 # ----------------------------------------------------------------------------- stage
@@ -399,6 +540,8 @@ def decode_rows(
     prompts = build_prompt_embeds(base_embeds, marker_pos, vectors, injection_scale)
     requests = build_requests(doc_ids, positions, cond, seed)
     todo = [r for r in requests if prompts.ok[r.row]]
+    if getattr(backend, "schedules_itself", False):
+        batch_size = max(1, len(todo))  # one call: the engine batches continuously
     results: dict[tuple[int, int], Generation] = {}
     for start in tqdm(
         range(0, len(todo), batch_size),
@@ -485,20 +628,31 @@ def decode_shard(
 ) -> dict:
     """The decode stage on files: the AV family's activation shard -> decode shard (atomic)."""
     from nlaprobe import constants as C
-    from nlaprobe.checkpoints import load_av
+    from nlaprobe.checkpoints import load_av, require_safetensors
     from nlaprobe.extract import resolve_device
     from nlaprobe.io import read_table, vectors_from_column, write_table
 
+    DecodeParams.from_json(  # the same checks as the CLI's, for callers of this function
+        {
+            "seed": seed,
+            "max_new_tokens": max_new_tokens,
+            "batch_size": batch_size,
+            "backend": backend,
+        },
+        source="decode parameters",
+    )
     backend_cls = get_backend(backend)
     device = resolve_device(device)
     column = C.COL_VECTOR if cond.layer is None else C.layer_column(cond.layer)
-    table = read_table(activations, [C.COL_DOC_ID, C.COL_POSITION, column])
+    table = read_table(activations, {C.COL_DOC_ID: "str", C.COL_POSITION: "int", column: "vector"})
     av = load_av(src, device, load_model=(backend == "hf"))
     # non-finite rows become per-row errors (SPEC §4.6), not a failed shard
     vectors = vectors_from_column(
         table, column, width=av.meta.d_model, where=str(activations), require_finite=False
     )
-    banned = banned_token_ids(av.tokenizer, cond.banned_chars)
+    # ids past the model's output rows (a tokenizer longer than the vocabulary) are never
+    # generated, and vLLM rejects them in logit_bias
+    banned = [i for i in banned_token_ids(av.tokenizer, cond.banned_chars) if i < av.vocab_size]
     settings = DecodeSettings(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
@@ -510,10 +664,16 @@ def decode_shard(
         engine = backend_cls(av.model, av.tokenizer, settings, device)
         base = prompt_token_embeds(av.model, av.prompt_ids)
     else:
+        require_safetensors(av.directory)  # vLLM's own loader would also read pickled weights
         engine = backend_cls(
-            av.directory, av.tokenizer, settings, dtype=str(src.dtype).removeprefix("torch.")
+            str(av.directory),
+            av.tokenizer,
+            settings,
+            dtype=str(src.dtype).removeprefix("torch."),
+            max_model_len=len(av.prompt_ids) + max_new_tokens,
+            device=device,
         )
-        base = av.prompt_embeds_from_weights()
+        base = av.prompt_embeds_from_weights(src.dtype)
     rows = decode_rows(
         engine,
         base,

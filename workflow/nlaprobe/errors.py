@@ -1,5 +1,9 @@
 """Exception types. Every message says what is wrong, where (file, field or config key) and what
-was expected; the CLI turns them into one line on stderr and a non-zero exit."""
+was expected; the CLI turns them into one line on stderr and a non-zero exit. Values quoted in
+messages go through `show`, which bounds them."""
+
+import reprlib
+from typing import Any
 
 
 class NlaprobeError(Exception):
@@ -20,3 +24,29 @@ class CheckpointError(NlaprobeError):
 
 class DataError(NlaprobeError):
     """An input data file is unreadable or has the wrong columns, widths or values."""
+
+
+class _Bounded(reprlib.Repr):
+    """`repr` that does a bounded amount of work: a few items per container, a few levels deep,
+    long strings and numbers cut (a YAML alias bomb or a huge integer stays cheap to show)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxdict = self.maxlist = self.maxtuple = self.maxset = 4
+        self.maxstring = self.maxother = self.maxlong = 60
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 200:  # str(int) of thousands of digits is slow, or refused (3.11+)
+            return f"<integer of {x.bit_length()} bits>"
+        return super().repr_int(x, level)
+
+
+_BOUNDED = _Bounded()
+
+
+def show(value: Any, limit: int = 60) -> str:
+    """A value as quoted in an error message: its repr, cut to `limit` characters, computed in
+    bounded time and memory whatever the value (lone surrogates come out escaped)."""
+    text = _BOUNDED.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

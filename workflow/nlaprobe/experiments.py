@@ -119,7 +119,9 @@ def explanations_for(rows: Rows, decode_paths: Sequence[str]) -> list[str | None
     """The explanation of every row of `rows`, read from the decode (or redacted) shards the rows
     were scored from: (shard, row, sample) must match."""
     out: list[str | None] = []
-    tables = [read_table(p, ["row", "sample", "explanation"]) for p in decode_paths]
+    tables = [
+        read_table(p, {"row": "int", "sample": "int", "explanation": "str?"}) for p in decode_paths
+    ]
     index = [
         {
             (r, s): e
@@ -226,14 +228,16 @@ def verbatim(spec: dict) -> dict:
             contexts = contexts_of[acts]
             keys, expl, ctx, docs = [], [], [], []
             for sh, path in enumerate(files["decodes"]):
-                t = read_table(path, ["row", "sample", "doc_id", "explanation"])
+                t = read_table(
+                    path, {"row": "int", "sample": "int", "doc_id": "str", "explanation": "str?"}
+                )
                 for r, s, d, e in zip(
                     *(t.column(c).to_pylist() for c in ("row", "sample", "doc_id", "explanation")),
                     strict=True,
                 ):
                     if e is None:
                         continue
-                    if r >= len(contexts[sh]):
+                    if not 0 <= r < len(contexts[sh]):
                         raise DataError(f"{files['acts'][sh]}: no row {r} for {path}")
                     keys.append((sh, r, s))
                     expl.append(e)
@@ -484,7 +488,7 @@ def against_layer(rows: Rows, acts: Sequence[str], k: int) -> Rows:
         ids = t.column(C.COL_DOC_ID).to_pylist()
         for j in sel:
             r = int(rows.row[j])
-            if r >= len(ids) or ids[r] != rows.doc_ids[j]:
+            if not 0 <= r < len(ids) or ids[r] != rows.doc_ids[j]:
                 raise DataError(f"{path}: row {r} does not hold {rows.doc_ids[j]!r} ({col})")
         v = vectors_from_column(t, col, width=rows.gold.shape[1], where=path, require_finite=False)
         gold[sel] = v[rows.row[sel]]

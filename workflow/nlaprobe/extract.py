@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,17 +28,30 @@ from tqdm.auto import tqdm
 
 from nlaprobe import constants as C
 from nlaprobe.checkpoints import Source, check_layer, decoder_blocks, decoder_stack
+from nlaprobe.config import validate_params
 from nlaprobe.corpus import Document
-from nlaprobe.errors import DataError
+from nlaprobe.errors import ConfigError, DataError, show
 from nlaprobe.io import read_table, vectors_to_arrow, write_table, write_yaml
 from nlaprobe.sampling import align_to_char_ends, sample_positions
 
 log = logging.getLogger(__name__)
 
 
+# each parameter follows the schema of the config key it comes from (nlaprobe.plan)
+EXTRACT_FIELDS = {
+    "layers": "families.*.adjacent_layers",
+    "seed": "run.seed",
+    "positions_per_doc": "sampling.positions_per_doc",
+    "min_position": "sampling.min_position",
+    "max_length": "sampling.max_length",
+    "batch_size": "sampling.batch_size",
+}
+
+
 @dataclass(frozen=True)
 class ExtractParams:
-    """Sampling and batching of one extraction job (the `sampling` config section + layers)."""
+    """Sampling and batching of one extraction job (the `sampling` config section + layers),
+    checked against the config schema: a value the config would refuse is refused here too."""
 
     layers: tuple[int, ...]  # layers[0] is the family's K (activation_vector); others get columns
     seed: int = 42
@@ -48,10 +61,22 @@ class ExtractParams:
     batch_size: int = 8
 
     def __post_init__(self):
-        if not self.layers:
-            raise ValueError("at least one layer is required")
-        if len(set(self.layers)) != len(self.layers):
-            raise ValueError(f"layers {list(self.layers)} contain duplicates")
+        self.check(asdict(self), "extract parameters")
+
+    @staticmethod
+    def check(raw: dict, source: str) -> dict:
+        raw = {**raw, "layers": list(raw["layers"])} if "layers" in raw else raw
+        if not isinstance(raw.get("layers"), list) or not raw["layers"]:
+            raise ConfigError(
+                f"{source}: key 'layers': expected a non-empty list of layers, "
+                f"got {show(raw.get('layers'))}"
+            )
+        return validate_params(raw, EXTRACT_FIELDS, source=source, required=("layers",))
+
+    @classmethod
+    def from_json(cls, raw: dict, source: str = "--params") -> ExtractParams:
+        p = cls.check(raw, source)
+        return cls(**{**p, "layers": tuple(p["layers"])})
 
 
 @dataclass
@@ -292,7 +317,7 @@ def sidecar_path(shard_path: str | Path) -> Path:
 
 
 def read_positions(path: str | Path) -> pa.Table:
-    return read_table(path, C.POSITIONS_COLUMNS)
+    return read_table(path, {C.COL_DOC_ID: "str", C.COL_CHAR_END: "int"})
 
 
 def resolve_device(device: str) -> str:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+# mkstemp's names: the prefix, 8 random characters of this alphabet, the suffix
+_TEMP_NAME = re.compile(r"\.(?P<final>.+)\.[a-z0-9_]{8}\.tmp")
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files `atomic_path` left for `path` when a process was killed between
+    the temporary write and the rename (SIGKILL runs no cleanup). Only the job that owns the
+    output calls this, at its start, so no live writer's file is touched. Returns what it
+    removed."""
+    final = Path(path)
+    if not final.parent.is_dir():
+        return []
+    removed = []
+    for entry in final.parent.iterdir():
+        m = _TEMP_NAME.fullmatch(entry.name)
+        if m and m.group("final") == final.name and entry.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+                removed.append(entry)
+    return removed
 
 
 def _umask() -> int:
@@ -82,9 +105,70 @@ def write_yaml(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, yaml.safe_dump(obj, sort_keys=False, allow_unicode=True))
 
 
+# A config or a sidecar has a few hundred nodes; aliases may repeat a node, but expanding to more
+# than this is an alias bomb ("billion laughs"): walking it would take hours or gigabytes.
+MAX_YAML_NODES = 10_000
+
+
+class YAMLLimitError(yaml.YAMLError):
+    """A YAML document beyond the loader's bounds (alias expansion, nesting depth, huge ints)."""
+
+
+def _expanded_nodes(root: yaml.Node, limit: int) -> int:
+    """Nodes of the document with every alias expanded, counted on the composed graph (each
+    distinct node once, memoised), so the count is cheap however large the expansion is."""
+    memo: dict[int, int] = {}
+    active: set[int] = set()
+
+    def count(node: yaml.Node) -> int:
+        key = id(node)
+        if key in memo:
+            return memo[key]
+        if key in active:
+            raise YAMLLimitError("a recursive alias (a node that contains itself)")
+        active.add(key)
+        n = 1
+        if isinstance(node, yaml.SequenceNode):
+            n += sum(count(child) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            n += sum(count(k) + count(v) for k, v in node.value)
+        active.discard(key)
+        memo[key] = min(n, limit + 1)
+        return memo[key]
+
+    return count(root)
+
+
+def load_yaml(text: str, loader: type = yaml.SafeLoader) -> Any:
+    """Parse one YAML document with `loader` (a SafeLoader class) within bounds: the document
+    with its aliases expanded has at most MAX_YAML_NODES nodes (checked before anything walks
+    it), is not nested too deeply for the parser, and holds no integer too long to convert.
+    Anything else raises YAMLLimitError (a yaml.YAMLError) saying which bound."""
+    parser = loader(text)
+    try:
+        try:
+            node = parser.get_single_node()
+            if node is None:
+                return None
+            n = _expanded_nodes(node, MAX_YAML_NODES)
+            if n > MAX_YAML_NODES:
+                raise YAMLLimitError(
+                    f"expands to more than {MAX_YAML_NODES} nodes through aliases (an alias "
+                    "bomb?); write the values out"
+                )
+            return parser.construct_document(node)
+        except RecursionError:
+            raise YAMLLimitError("nested too deeply") from None
+        except ValueError as e:  # an integer of thousands of digits (int() refuses it)
+            raise YAMLLimitError(f"a value cannot be read: {str(e)[:120]}") from None
+    finally:
+        parser.dispose()
+
+
 def read_yaml(path: str | os.PathLike) -> Any:
-    """Parse a YAML file (safe loader); a missing or invalid file raises DataError naming it."""
-    return _read_parsed(path, yaml.safe_load, (yaml.YAMLError,), "YAML")
+    """Parse a YAML file (safe loader, bounded: `load_yaml`); a missing or invalid file raises
+    DataError naming it."""
+    return _read_parsed(path, load_yaml, (yaml.YAMLError,), "YAML")
 
 
 def write_table(path: str | os.PathLike, table: pa.Table) -> None:
@@ -104,8 +188,47 @@ def vectors_to_arrow(vectors: np.ndarray, valid: np.ndarray | None = None) -> pa
     return pa.FixedSizeListArray.from_arrays(values, v.shape[1], mask=mask)
 
 
-def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None) -> pa.Table:
-    """Read a parquet file; a missing, corrupt or column-less file raises DataError naming it."""
+def _is_vector(t: pa.DataType) -> bool:
+    return (
+        pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t)
+    ) and (pa.types.is_floating(t.value_type) or pa.types.is_integer(t.value_type))
+
+
+# Column kinds a reader may require (`read_table(path, {column: kind})`); a kind ending in "?"
+# allows nulls (and a column of nulls only), the others allow none.
+COLUMN_KINDS = {
+    "int": pa.types.is_integer,
+    "str": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
+    "bool": pa.types.is_boolean,
+    "float": lambda t: pa.types.is_floating(t) or pa.types.is_integer(t),
+    "vector": _is_vector,
+}
+
+
+def check_columns(table: pa.Table, kinds: Mapping[str, str], where: str) -> None:
+    """Each column of `kinds` has that kind (see COLUMN_KINDS) and no nulls unless the kind
+    ends in "?"; DataError naming the file, the column, its type and what was expected."""
+    for column, kind in kinds.items():
+        nullable = kind.endswith("?")
+        name = kind.rstrip("?")
+        col = table.column(column)
+        if nullable and pa.types.is_null(col.type):
+            continue
+        if not COLUMN_KINDS[name](col.type):
+            raise DataError(
+                f"{where}: column {column!r} has type {col.type}, expected {name}"
+                + (" (or null)" if nullable else "")
+            )
+        if not nullable and col.null_count:
+            bad = int(np.nonzero(col.is_null().to_numpy(zero_copy_only=False))[0][0])
+            raise DataError(f"{where}: column {column!r} row {bad} is null; expected {name}")
+
+
+def read_table(
+    path: str | os.PathLike, columns: Sequence[str] | Mapping[str, str] | None = None
+) -> pa.Table:
+    """Read a parquet file; a missing, corrupt or column-less file raises DataError naming it.
+    `columns` as a mapping {column: kind} also checks each column's kind (`check_columns`)."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: file not found")
@@ -120,7 +243,21 @@ def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None) ->
                 f"{p}: missing column(s) {missing}; expected at least {list(columns)}, "
                 f"found {table.column_names}"
             )
+        if isinstance(columns, Mapping):
+            check_columns(table, columns, str(p))
     return table
+
+
+def check_rows(rows: Sequence[int] | np.ndarray, n: int, where: str, what: str) -> None:
+    """Row indices into a table of `n` rows must lie in [0, n): a negative index would pair a
+    row with one counted from the end. DataError naming `where`, the first bad row and `what`
+    it indexes."""
+    r = np.asarray(rows, dtype=np.int64)
+    bad = np.nonzero((r < 0) | (r >= n))[0]
+    if len(bad):
+        raise DataError(
+            f"{where}: row {int(r[bad[0]])} is out of range for {what} ({n} rows: 0..{n - 1})"
+        )
 
 
 def vectors_from_column(

