@@ -8,6 +8,7 @@ sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
 from nlaprobe.config import workflow_config
 from nlaprobe.plan import AGGREGATES, Plan, to_json
 from nlaprobe.constants import FIGURES
+from nlaprobe.quarantine import release_from_storage
 
 # `--configfile X.yaml` replaces the embedded default; `--config k=v` refines whichever config
 # is in use (told apart by what Snakemake was given, not by the keys present). Validated, with
@@ -52,6 +53,13 @@ wildcard_constraints:
     n=r"\d+",
     stag=r"[0-9a-f]{10}",
     name=r"[a-z_]+",
+
+
+# A job that finds an input corrupt (its SHA-256 or page checksums do not match) sets it aside
+# and fails; here, at the end of that run, the object behind it is removed from remote storage
+# too, so that the next run rebuilds it instead of retrieving it again (nlaprobe.quarantine).
+onerror:
+    release_from_storage(workflow)
 
 
 rule all:

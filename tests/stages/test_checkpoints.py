@@ -26,7 +26,7 @@ from nlaprobe.checkpoints import (
     resolve_source,
 )
 from nlaprobe.errors import CheckpointError, SidecarError
-from nlaprobe.io import read_yaml, write_yaml
+from nlaprobe.io import read_yaml, write_table, write_yaml
 
 K = 2
 D = 64
@@ -447,7 +447,6 @@ def test_vllm_decode_refuses_pickled_weights_before_the_engine(qwen_family, copy
     stage refuses it before the engine is built (no vLLM needed to test it)."""
     import numpy as np
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from nlaprobe import decode
     from nlaprobe.io import vectors_to_arrow
@@ -458,7 +457,8 @@ def test_vllm_decode_refuses_pickled_weights_before_the_engine(qwen_family, copy
     monkeypatch.setitem(decode.BACKENDS, "vllm", lambda *a, **k: built.append(a))
     acts = av.parent / "acts.parquet"
     vectors = np.ones((2, D), np.float32)
-    pq.write_table(
+    write_table(
+        acts,
         pa.table(
             {
                 C.COL_DOC_ID: ["d:s:0", "d:s:1"],
@@ -466,7 +466,6 @@ def test_vllm_decode_refuses_pickled_weights_before_the_engine(qwen_family, copy
                 C.COL_VECTOR: vectors_to_arrow(vectors),
             }
         ),
-        acts,
     )
     out = av.parent / "dec.parquet"
     with pytest.raises(CheckpointError, match=r"pytorch_model\.bin.*safetensors only"):

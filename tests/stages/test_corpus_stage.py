@@ -14,6 +14,7 @@ import pytest
 from nlaprobe import corpus as C
 from nlaprobe.constants import COL_DOC_ID, COL_DOC_IDX, COL_TEXT, COL_TOPIC
 from nlaprobe.errors import ConfigError, DataError
+from nlaprobe.io import write_table
 
 N_DOCS = 30
 
@@ -302,7 +303,7 @@ def test_read_corpus_shard_rejects_corrupt_and_incomplete(tmp_path):
     with pytest.raises(DataError, match=r"shard-00000\.parquet"):
         C.read_corpus_shard(bad)
     partial = tmp_path / "shard-00001.parquet"
-    pq.write_table(pa.table({COL_DOC_ID: ["x:y:0"], COL_TEXT: ["hello"]}), partial)
+    write_table(partial, pa.table({COL_DOC_ID: ["x:y:0"], COL_TEXT: ["hello"]}))
     with pytest.raises(DataError, match=r"shard-00001\.parquet.*doc_idx"):
         C.read_corpus_shard(partial)
     with pytest.raises(DataError, match="not found"):

@@ -23,7 +23,7 @@ import torch
 from nlaprobe import constants as C
 from nlaprobe import decode as D
 from nlaprobe.checkpoints import load_ar, load_av, resolve_source
-from nlaprobe.io import table_meta
+from nlaprobe.io import table_meta, write_table
 from nlaprobe.score import SCORE_META_KEY, ar_texts, readout, score_shard, tokenize_ar
 
 STYLES = ("qwen", "gemma")
@@ -562,7 +562,7 @@ def test_score_shard_on_handmade_decodes(shards, qwen_family, tmp_path):
         for i in range(n)
     ]
     dec = tmp_path / "handmade.parquet"
-    pq.write_table(D.decode_table(rows, {"condition": {"name": "greedy"}}), dec)
+    write_table(dec, D.decode_table(rows, {"condition": {"name": "greedy"}}))
     out = tmp_path / "scores.parquet"
     summary = score_shard(
         source(qwen_family / "ar", "ar"), str(dec), str(shards["qwen"]), str(out), batch_size=4
@@ -609,13 +609,13 @@ def test_score_rejects_misaligned_gold(shards, qwen_family, tmp_path, caplog):
         pa.array([f"other:split:{i}" for i in range(act.num_rows)]),
     )
     bad_gold = tmp_path / "wrong-gold.parquet"
-    pq.write_table(wrong, bad_gold)
+    write_table(bad_gold, wrong)
     rows = [
         dict(zip(DECODE_COLUMNS, (i, d, 0, 0, 0, "x", "x", 1, "stop", None, 0), strict=True))
         for i, d in enumerate(act.column(C.COL_DOC_ID).to_pylist())
     ]
     dec = tmp_path / "dec.parquet"
-    pq.write_table(D.decode_table(rows, {}), dec)
+    write_table(dec, D.decode_table(rows, {}))
     outdir = tmp_path / "out"
     out = outdir / "score.parquet"
     code = main(
@@ -654,7 +654,7 @@ def test_decode_shard_records_bad_vectors_per_row(shards, qwen_family, tmp_path)
 
     idx = act.column_names.index(C.COL_VECTOR)
     bad = tmp_path / "bad.parquet"
-    pq.write_table(act.set_column(idx, C.COL_VECTOR, vectors_to_arrow(vec)), bad)
+    write_table(bad, act.set_column(idx, C.COL_VECTOR, vectors_to_arrow(vec)))
     out = tmp_path / "dec.parquet"
     summary = D.decode_shard(
         source(qwen_family / "av", "av"),

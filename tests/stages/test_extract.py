@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
@@ -523,8 +522,8 @@ def bad_corpus(tmp_path: Path, good: Path) -> Path:
 
 def stray_positions(tmp_path: Path, good: Path) -> Path:
     path = tmp_path / "positions.parquet"
-    pq.write_table(
-        pa.table({C.COL_DOC_ID: ["builtin:pydoc:topics:424242"], C.COL_CHAR_END: [10]}), path
+    write_table(
+        path, pa.table({C.COL_DOC_ID: ["builtin:pydoc:topics:424242"], C.COL_CHAR_END: [10]})
     )
     return path
 
@@ -542,7 +541,7 @@ def test_cli_bad_input_fails_cleanly(tmp_path, family_dirs, corpus_shard, case):
     layers = LAYERS
     if case == "corrupt-corpus":
         corpus = str(bad_corpus(tmp_path, corpus_shard))
-        expect = [corpus, "not a readable parquet file"]
+        expect = [corpus, "corrupt"]
     elif case == "doc-not-in-shard":
         positions = stray_positions(tmp_path, corpus_shard)
         extra = ["--positions", str(positions)]

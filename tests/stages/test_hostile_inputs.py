@@ -20,14 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from nlaprobe import constants as C
 from nlaprobe import decode as D
 from nlaprobe.cli import main
-from nlaprobe.io import vectors_to_arrow
+from nlaprobe.io import vectors_to_arrow, write_table
 
 D_MODEL = 64
 N_ROWS = 4
@@ -59,7 +58,7 @@ class World:
 
     def table(self, name: str, columns: dict) -> Path:
         path = self.root / f"{name}.parquet"
-        pq.write_table(pa.table(columns), path)
+        write_table(path, pa.table(columns))
         return path
 
 
@@ -121,9 +120,9 @@ def world(tmp_path_factory, qwen_family) -> World:
         corpus,
     )
     w = World(root, qwen_family, corpus, root / "acts.parquet", root / "dec.parquet", root / "s.pq")
-    pq.write_table(pa.table(activation_columns()), w.acts)
-    pq.write_table(D.decode_table(decode_rows(), {}), w.decodes)
-    pq.write_table(pa.table(score_columns(list(range(N_ROWS)))), w.scores)
+    write_table(w.acts, pa.table(activation_columns()))
+    write_table(w.decodes, D.decode_table(decode_rows(), {}))
+    write_table(w.scores, pa.table(score_columns(list(range(N_ROWS)))))
     return w
 
 

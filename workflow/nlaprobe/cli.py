@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from nlaprobe.errors import ConfigError, NlaprobeError
+from nlaprobe.errors import ConfigError, CorruptFileError, NlaprobeError
 
 log = logging.getLogger("nlaprobe")
 
@@ -369,6 +369,15 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         return int(args.func(args) or 0)
+    except CorruptFileError as e:
+        # set aside (and recorded for the Snakefile's onerror): the workflow rebuilds it
+        from nlaprobe.quarantine import handle_corrupt
+
+        moved = handle_corrupt(e.path, str(e))
+        where = f"moved to {moved}" if moved else "already gone"
+        log.error("%s (%s; the next run of the workflow rebuilds it)", e, where)
+        sys.stderr.flush()
+        return 2
     except NlaprobeError as e:
         log.error("%s", e)
         sys.stderr.flush()

@@ -26,6 +26,16 @@ class DataError(NlaprobeError):
     """An input data file is unreadable or has the wrong columns, widths or values."""
 
 
+class CorruptFileError(DataError):
+    """A file this package wrote no longer matches its recorded SHA-256 or page checksums (bit
+    rot, a damaged copy, a truncated transfer), or carries no digest to check. `path` is the
+    file; the CLI moves it aside so that the workflow rebuilds it (see nlaprobe.quarantine)."""
+
+    def __init__(self, path, message: str):
+        super().__init__(message)
+        self.path = path
+
+
 class _Bounded(reprlib.Repr):
     """`repr` that does a bounded amount of work: a few items per container, a few levels deep,
     long strings and numbers cut (a YAML alias bomb or a huge integer stays cheap to show)."""

@@ -1,13 +1,20 @@
 """File I/O with the project's invariants: atomic writes (temp name, then rename), parquet
-readers that check columns and vector widths, and YAML sidecars.
+files that carry their own integrity checks, readers that check them and the columns and vector
+widths, and YAML sidecars.
 
-A killed job must never leave a file at its final name that a rerun could mistake for complete.
+A killed job must never leave a file at its final name that a rerun could mistake for complete,
+and a file damaged after it was written (on disk, in a copy, in remote storage) must never be
+read as numbers: every parquet file `write_table` writes has CRC-32 page checksums and a SHA-256
+digest in its footer (`DIGEST_KEY`, see `file_digest`), and `read_table` verifies both before
+anything is used, raising CorruptFileError naming the file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import mmap
 import os
 import re
 import tempfile
@@ -20,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from nlaprobe.errors import DataError
+from nlaprobe.errors import CorruptFileError, DataError
 
 
 @contextlib.contextmanager
@@ -171,9 +178,111 @@ def read_yaml(path: str | os.PathLike) -> Any:
     return _read_parsed(path, load_yaml, (yaml.YAMLError,), "YAML")
 
 
-def write_table(path: str | os.PathLike, table: pa.Table) -> None:
+# --- integrity of parquet files -----------------------------------------------------------------
+#
+# A file cannot hold the hash of its own bytes, so the digest is defined with its own 64 hex
+# digits written as "0" * 64: SHA-256 over every byte of the file (magic, column chunks with their
+# page headers and pages, the footer with the schema and all key-value metadata, the footer
+# length and trailing magic) with the digest's value replaced by the placeholder. `write_table`
+# writes the file with the placeholder, hashes it and patches the value in place (same length, so
+# nothing moves); `file_digest` recomputes it the same way. Every byte but the 64 digits is
+# covered, and a change to those digits is a mismatch too.
+
+DIGEST_KEY = "nlaprobe.sha256"  # file-level key-value metadata (not the Arrow schema's)
+_DIGEST_LEN = 64
+_PLACEHOLDER = b"0" * _DIGEST_LEN
+_MAGIC = b"PAR1"
+# how pyarrow's Thrift compact encoder writes the key-value pair {DIGEST_KEY: <64 characters>}:
+# the key, then the value's field header (field 2, binary) and its length (64) as a varint
+_KEY_BYTES = DIGEST_KEY.encode()
+_VALUE_HEADER = b"\x18\x40"
+_HEX = re.compile(rb"[0-9a-f]{64}")
+
+
+def _digest_offset(mm: mmap.mmap | bytes, path: Path) -> int:
+    """Byte offset of the 64 digest digits in a parquet file's footer; CorruptFileError naming
+    `path` when the file has no parquet footer or no (single, well-formed) digest entry."""
+    size = len(mm)
+    if size < 12 or mm[:4] != _MAGIC or mm[size - 4 :] != _MAGIC:
+        raise CorruptFileError(path, f"{path}: corrupt: not a parquet file (no PAR1 magic)")
+    footer_len = int.from_bytes(mm[size - 8 : size - 4], "little")
+    footer_start = size - 8 - footer_len
+    if footer_start < 4:
+        raise CorruptFileError(path, f"{path}: corrupt: its footer length is out of range")
+    footer = mm[footer_start : size - 8]
+    key = footer.find(_KEY_BYTES)
+    if key < 0 or footer.find(_KEY_BYTES, key + 1) >= 0:
+        raise CorruptFileError(
+            path,
+            f"{path}: corrupt or unverifiable: no single {DIGEST_KEY} digest in its footer "
+            "(every shard nlaprobe writes has one; an older or foreign file is rebuilt)",
+        )
+    header = key + len(_KEY_BYTES)
+    if footer[header : header + len(_VALUE_HEADER)] != _VALUE_HEADER:
+        raise CorruptFileError(path, f"{path}: corrupt: its {DIGEST_KEY} entry is malformed")
+    return footer_start + header + len(_VALUE_HEADER)
+
+
+def _sha256_with_placeholder(mm: mmap.mmap, at: int) -> str:
+    h = hashlib.sha256()
+    view = memoryview(mm)
+    try:
+        h.update(view[:at])
+        h.update(_PLACEHOLDER)
+        h.update(view[at + _DIGEST_LEN :])
+    finally:
+        view.release()
+    return h.hexdigest()
+
+
+def file_digest(path: str | os.PathLike) -> tuple[str, str]:
+    """(recorded, actual) SHA-256 of a parquet file written by `write_table`: the hex digest in
+    its footer, and the one recomputed from its bytes (the digest's own digits read as zeros).
+    They are equal for an intact file. CorruptFileError when the file has no digest entry."""
+    p = Path(path)
+    with p.open("rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < 12:
+            raise CorruptFileError(p, f"{p}: corrupt: {size} bytes, too short for parquet")
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            at = _digest_offset(mm, p)
+            recorded = bytes(mm[at : at + _DIGEST_LEN])
+            actual = _sha256_with_placeholder(mm, at)
+    return recorded.decode("latin-1"), actual
+
+
+def verify_file(path: str | os.PathLike) -> str:
+    """Check a parquet file written by `write_table` against its recorded SHA-256; return the
+    digest. CorruptFileError naming the file when it has none or it does not match."""
+    p = Path(path)
+    recorded, actual = file_digest(p)
+    if not _HEX.fullmatch(recorded.encode("latin-1")) or recorded != actual:
+        raise CorruptFileError(
+            p,
+            f"{p}: corrupt: its bytes do not match the SHA-256 recorded when it was written "
+            f"(recorded {recorded[:16]!r}..., computed {actual[:16]}...); it is damaged and "
+            "must be rebuilt",
+        )
+    return actual
+
+
+def write_table(path: str | os.PathLike, table: pa.Table) -> str:
+    """Write `table` to `path` atomically, with CRC-32 page checksums and its SHA-256 digest in
+    the footer (`DIGEST_KEY`; the table's own schema metadata is kept as is). Returns the
+    digest."""
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        with pq.ParquetWriter(tmp, table.schema, write_page_checksum=True) as writer:
+            writer.write_table(table)
+            writer.add_key_value_metadata({DIGEST_KEY: _PLACEHOLDER.decode()})
+        with tmp.open("r+b") as f:
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                at = _digest_offset(mm, tmp)
+                if mm[at : at + _DIGEST_LEN] != _PLACEHOLDER:
+                    raise RuntimeError(f"{tmp}: the digest placeholder is not where expected")
+                digest = _sha256_with_placeholder(mm, at)
+            f.seek(at)
+            f.write(digest.encode())
+    return digest
 
 
 def vectors_to_arrow(vectors: np.ndarray, valid: np.ndarray | None = None) -> pa.FixedSizeListArray:
@@ -227,13 +336,21 @@ def check_columns(table: pa.Table, kinds: Mapping[str, str], where: str) -> None
 def read_table(
     path: str | os.PathLike, columns: Sequence[str] | Mapping[str, str] | None = None
 ) -> pa.Table:
-    """Read a parquet file; a missing, corrupt or column-less file raises DataError naming it.
-    `columns` as a mapping {column: kind} also checks each column's kind (`check_columns`)."""
+    """Read a parquet file written by `write_table`, after checking it: its SHA-256 against the
+    digest in its footer (`verify_file`), then every page against its CRC-32 while decoding. A
+    damaged file, or one without a digest, raises CorruptFileError naming it; a missing,
+    unreadable or column-less file DataError. `columns` as a mapping {column: kind} also checks
+    each column's kind (`check_columns`)."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: file not found")
     try:
-        table = pq.read_table(p)
+        verify_file(p)
+    except OSError as e:
+        raise DataError(f"{p}: not readable ({e})") from None
+    try:
+        # the digest matched, so the pages are as written; their CRCs are checked all the same
+        table = pq.read_table(p, page_checksum_verification=True)
     except (pa.ArrowException, OSError) as e:
         raise DataError(f"{p}: not a readable parquet file ({e})") from None
     if columns is not None:
