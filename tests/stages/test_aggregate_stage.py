@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from nlaprobe.io import vectors_to_arrow, write_table
+from nlaprobe.io import DIGEST_KEY, read_json, vectors_to_arrow, write_table
 from nlaprobe.plan import to_json
 
 FAMILIES = ("qwen", "gemma")
@@ -140,7 +140,9 @@ def test_stamp_cli_writes_its_parameters(tmp_path):
     out = tmp_path / ".stamps" / "fve_baseline-0123456789.json"
     proc = nlaprobe("stamp", "--params", to_json(params), "--out", str(out))
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(out.read_text()) == params
+    doc = json.loads(out.read_text())
+    assert read_json(out) == doc  # its recorded digest (nlaprobe.io.DIGEST_KEY) verifies
+    assert {k: v for k, v in doc.items() if k != DIGEST_KEY} == params
     assert [p.name for p in out.parent.iterdir()] == [out.name]
 
 
@@ -163,7 +165,7 @@ def test_aggregate_cli_writes_its_input_record_and_drops_the_stale_ones(spec, tm
     assert sorted(p.name for p in records.iterdir()) == sorted([record.name, other.name])
     data = json.loads(out.read_text())["data"]
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    assert json.loads(record.read_text()) == {
+    assert {k: v for k, v in read_json(record).items() if k != DIGEST_KEY} == {
         "aggregate": "transfer_matrix",
         "result": str(out),
         "data_sha256": hashlib.sha256(blob.encode()).hexdigest(),

@@ -577,11 +577,20 @@ def test_a_failed_write_leaves_nothing(monkeypatch, tmp_path, family_dirs, corpu
     temporary file behind."""
     import nlaprobe.io
 
-    def broken_write(table, where, *a, **kw):
-        Path(where).write_bytes(b"PAR1 half a file")
-        raise OSError("disk full")
+    class BrokenWriter:
+        def __init__(self, where, schema, **kw):
+            Path(where).write_bytes(b"PAR1 half a file")
 
-    monkeypatch.setattr(nlaprobe.io.pq, "write_table", broken_write)
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def write_table(self, table):
+            raise OSError("disk full")
+
+    monkeypatch.setattr(nlaprobe.io.pq, "ParquetWriter", BrokenWriter)
     out_dir = tmp_path / "out"
     with pytest.raises(OSError, match="disk full"):
         cli.main(

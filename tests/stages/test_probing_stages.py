@@ -8,6 +8,7 @@ row, two rows per document."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -25,7 +26,7 @@ from nlaprobe import constants as C
 from nlaprobe.aggregate import Scored, fidelity, run_aggregate, shuffled_null_fve
 from nlaprobe.decode import decode_table
 from nlaprobe.errors import ConfigError, DataError
-from nlaprobe.io import vectors_to_arrow, write_json, write_table
+from nlaprobe.io import DIGEST_KEY, read_json, vectors_to_arrow, write_json, write_table
 from nlaprobe.plan import to_json
 from nlaprobe.redact import REDACT_META_KEY
 from nlaprobe.ridge_stage import RidgeParams, ridge_stage
@@ -153,7 +154,9 @@ def run_ridge(pairs: Pairs, out: Path, n: int, params: dict = PARAMS) -> tuple[d
         out_npz=str(out_npz),
         device="cpu",
     )
-    assert json.loads(out_json.read_text()) == result
+    doc = read_json(out_json)  # verifies the digest it records
+    assert {k: v for k, v in doc.items() if k != DIGEST_KEY} == result
+    assert result["npz_sha256"] == hashlib.sha256(out_npz.read_bytes()).hexdigest()
     with np.load(out_npz, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     return result, arrays

@@ -166,6 +166,9 @@ def test_stage_refuses_a_damaged_input_sets_it_aside_and_records_it(
     (work / ".snakemake").mkdir(parents=True)
     monkeypatch.chdir(work)
     out = tmp_path / "positions.parquet"
+    folder = work / "results/activations/base-0123456789/eval"
+    folder.mkdir(parents=True)
+    shard = shard.rename(folder / shard.name)
     flip(shard, 2000, 4000)
     damaged = shard.read_bytes()
     code, err = run_positions(shard, out, capsys)
@@ -181,6 +184,36 @@ def test_stage_refuses_a_damaged_input_sets_it_aside_and_records_it(
     records = list((work / Q.RECORDS).glob("*.json"))
     assert len(records) == 1
     assert json.loads(records[0].read_text())["path"] == os.path.abspath(shard)
+
+
+def test_damaged_file_outside_the_results_is_reported_and_left_in_place(
+    shard, tmp_path, capsys, monkeypatch
+):
+    """Not a workflow result (a user's file, a checkpoint folder): the stage still refuses it,
+    and moves nothing."""
+    (tmp_path / ".snakemake").mkdir()
+    monkeypatch.chdir(tmp_path)
+    flip(shard, 2000, 4000)
+    code, err = run_positions(shard, tmp_path / "positions.parquet", capsys)
+    assert code == 2 and f"{shard}: corrupt" in err and "left in place" in err
+    assert shard.exists()
+    assert not (tmp_path / Q.RECORDS).exists()
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("results/activations/base-0123456789/eval/shard-00000.parquet", True),
+        (".snakemake/storage/fs/data/results/run/results/scores/a/b/c/shard-00000.parquet", True),
+        ("results/ridge/ridge-0123456789/a_to_b/n-8.json", True),
+        ("results/demo/demo-0123456789/qwen/av/nla_meta.yaml", False),
+        ("results/x.json", True),
+        ("models/av/nla_meta.yaml", False),
+        ("data/corpus.parquet", False),
+    ],
+)
+def test_is_result(path, expected):
+    assert Q.is_result(path) is expected
 
 
 def test_stage_reads_an_intact_input(shard, tmp_path, capsys, monkeypatch):
@@ -272,3 +305,91 @@ def test_storage_query_maps_a_local_copy_back_to_its_object(tmp_path):
     assert Q.storage_query(local_prefix / "q" / rel, local_prefix, "mem://p", make) is None
     assert Q.storage_query(Path(rel), local_prefix, "mem://p", make) is None
     assert Q.storage_query(Path("a/b.parquet"), local_prefix, "mem://p", make) is None
+
+
+# ----------------------------------------------------------------------------- JSON and YAML
+
+
+def test_json_digest_by_hand_in_meta_and_at_top_level(tmp_path):
+    from nlaprobe.io import read_json, write_json
+
+    results = {"meta": {"aggregate": "x", "n": 3}, "data": {"fve": 0.5, "k": [1, 2]}}
+    write_json(tmp_path / "r.json", results)
+    doc = json.loads((tmp_path / "r.json").read_text())
+    bare = json.dumps(
+        {"data": {"fve": 0.5, "k": [1, 2]}, "meta": {"aggregate": "x", "n": 3}},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    assert doc["meta"][DIGEST_KEY] == hashlib.sha256(bare.encode()).hexdigest()
+    assert set(doc) == {"meta", "data"}
+    assert results["meta"] == {"aggregate": "x", "n": 3}  # the caller's object untouched
+    assert read_json(tmp_path / "r.json") == doc
+
+    # no meta object: at the top level; int keys are digested as the strings JSON makes them
+    write_json(tmp_path / "s.json", {"n": 8, "curve": {1: 0.25, 10: 0.5, 2: 0.75}})
+    doc = json.loads((tmp_path / "s.json").read_text())
+    bare = '{"curve":{"1":0.25,"10":0.5,"2":0.75},"n":8}'
+    assert doc[DIGEST_KEY] == hashlib.sha256(bare.encode()).hexdigest()
+    assert read_json(tmp_path / "s.json") == doc
+
+
+@pytest.mark.parametrize("edit", [("0.5", "0.6"), ('"x"', '"y"'), ('"n": 3', '"n": 4')])
+def test_json_with_a_changed_value_is_corrupt(tmp_path, edit):
+    from nlaprobe.io import read_json, write_json
+
+    path = tmp_path / "r.json"
+    write_json(path, {"meta": {"aggregate": "x", "n": 3}, "data": {"fve": 0.5}})
+    text = path.read_text()
+    assert text.count(edit[0]) == 1
+    path.write_text(text.replace(*edit))
+    with pytest.raises(CorruptFileError, match=r"r\.json: corrupt"):
+        read_json(path)
+
+
+def test_yaml_digest_by_hand_and_damage(tmp_path):
+    from nlaprobe.io import read_yaml, write_yaml
+
+    path = tmp_path / "shard-00000.nla_meta.yaml"
+    write_yaml(path, {"layers": [1, 2, 3], "n_rows": 320, "what": "ünïcode"})
+    first, rest = path.read_text(encoding="utf-8").split("\n", 1)
+    assert first == f"# {DIGEST_KEY}: " + hashlib.sha256(rest.encode("utf-8")).hexdigest()
+    assert read_yaml(path) == {"layers": [1, 2, 3], "n_rows": 320, "what": "ünïcode"}
+    path.write_text(f"{first}\n{rest.replace('320', '321')}", encoding="utf-8")
+    with pytest.raises(CorruptFileError, match=r"nla_meta\.yaml: corrupt"):
+        read_yaml(path)
+    path.write_text(f"{first[:-1]}\n{rest}", encoding="utf-8")  # a damaged digest line
+    with pytest.raises(CorruptFileError, match=r"nla_meta\.yaml: corrupt"):
+        read_yaml(path)
+
+
+def test_files_without_a_digest_are_read_as_before(tmp_path):
+    """A release's checkpoint sidecar or a config carries no digest: nothing to verify."""
+    from nlaprobe.io import read_json, read_yaml
+
+    (tmp_path / "a.yaml").write_text("layer: 2\n")
+    (tmp_path / "a.json").write_text('{"eos_token_id": [1, 2]}')
+    assert read_yaml(tmp_path / "a.yaml") == {"layer": 2}
+    assert read_json(tmp_path / "a.json") == {"eos_token_id": [1, 2]}
+
+
+# ----------------------------------------------------------------------------- npz
+
+
+def test_npz_sha256_by_hand_and_crc_checked_on_read(tmp_path):
+    from nlaprobe.io import read_npz_array, write_npz
+
+    path = tmp_path / "n-8.npz"
+    pred = np.arange(4096, dtype=np.float32).reshape(64, 64)
+    digest = write_npz(path, {"linear_eval_pred": pred, "train_rows": np.arange(8)})
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert np.array_equal(read_npz_array(path, "linear_eval_pred", digest), pred)
+    with pytest.raises(DataError, match="no array 'rbf_eval_pred'"):
+        read_npz_array(path, "rbf_eval_pred")
+    flip(path, 2000, 2004)  # inside the stored (uncompressed) member's data
+    with pytest.raises(CorruptFileError, match=r"n-8\.npz: corrupt.*SHA-256"):
+        read_npz_array(path, "linear_eval_pred", digest)
+    # without the recorded digest the member's CRC-32 still catches it
+    with pytest.raises(CorruptFileError, match=r"n-8\.npz: corrupt.*CRC"):
+        read_npz_array(path, "linear_eval_pred")

@@ -374,8 +374,10 @@ def main(argv: list[str] | None = None) -> int:
         from nlaprobe.quarantine import handle_corrupt
 
         moved = handle_corrupt(e.path, str(e))
-        where = f"moved to {moved}" if moved else "already gone"
-        log.error("%s (%s; the next run of the workflow rebuilds it)", e, where)
+        if moved:
+            log.error("%s (moved to %s; the next run of the workflow rebuilds it)", e, moved)
+        else:
+            log.error("%s (not a workflow result: left in place)", e)
         sys.stderr.flush()
         return 2
     except NlaprobeError as e:

@@ -18,7 +18,10 @@ import mmap
 import os
 import re
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from nlaprobe.errors import CorruptFileError, DataError
+from nlaprobe.errors import CorruptFileError, DataError, show
 
 
 @contextlib.contextmanager
@@ -86,8 +89,66 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+# The key of every digest this module records: parquet footer, JSON object, YAML first line.
+DIGEST_KEY = "nlaprobe.sha256"
+
+
+# --- integrity of JSON and YAML outputs ----------------------------------------------------------
+#
+# JSON (an object): the SHA-256 of its canonical form (`canonical_json`: keys sorted, no spaces,
+# UTF-8) with the digest entry left out, stored under DIGEST_KEY in its "meta" object when it has
+# one (the results files: {"meta", "data"}), else at its top level (ridge runs, stamps, input
+# records). A content digest: whitespace is not covered, every key and value is.
+# YAML: the SHA-256 of the file's bytes after a first line `# nlaprobe.sha256: <hex>` (a comment:
+# every YAML reader ignores it). Readers verify a digest when the file has one; files written by
+# others (a release's checkpoint sidecar, a config) have none and are read as before.
+
+_YAML_DIGEST = re.compile(r"# nlaprobe\.sha256: (?P<hex>[0-9a-f]{64})\n")
+_YAML_MARK = "# nlaprobe."
+
+
+def canonical_json(obj: Any) -> bytes:
+    """The bytes a JSON digest is taken over: keys sorted, no spaces, UTF-8 (NaN as `NaN`)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _digest_holder(obj: dict) -> dict:
+    return obj["meta"] if isinstance(obj.get("meta"), dict) else obj
+
+
+def json_digest(obj: dict) -> str:
+    """SHA-256 of `canonical_json(obj)` with its digest entry (`DIGEST_KEY` in obj["meta"] when
+    that is an object, else in obj) left out."""
+    holder = _digest_holder(obj)
+    rest = {k: v for k, v in holder.items() if k != DIGEST_KEY}
+    bare = {**obj, "meta": rest} if holder is not obj else rest
+    return hashlib.sha256(canonical_json(bare)).hexdigest()
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write `obj` as indented, key-sorted JSON, atomically; an object gets its digest
+    (`json_digest`) recorded in it (the caller's object is not modified)."""
+    if isinstance(obj, dict):
+        # digest what a reader will parse: keys as strings (an int key sorts otherwise), lists
+        obj = json.loads(json.dumps(obj, ensure_ascii=False))
+        digest = json_digest(obj)
+        if isinstance(obj.get("meta"), dict):
+            obj = {**obj, "meta": {**obj["meta"], DIGEST_KEY: digest}}
+        else:
+            obj = {**obj, DIGEST_KEY: digest}
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def _check_json(p: Path, obj: Any) -> Any:
+    if isinstance(obj, dict) and DIGEST_KEY in _digest_holder(obj):
+        recorded = _digest_holder(obj)[DIGEST_KEY]
+        if recorded != json_digest(obj):
+            raise CorruptFileError(
+                p,
+                f"{p}: corrupt: its content does not match the SHA-256 recorded in it "
+                f"({show(recorded, 24)}); it is damaged and must be rebuilt",
+            )
+    return obj
 
 
 def _read_parsed(path: str | os.PathLike, parse, errors: tuple, kind: str) -> Any:
@@ -104,12 +165,32 @@ def _read_parsed(path: str | os.PathLike, parse, errors: tuple, kind: str) -> An
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    """Parse a JSON file; a missing or invalid file raises DataError naming it."""
-    return _read_parsed(path, json.loads, (json.JSONDecodeError,), "JSON")
+    """Parse a JSON file and verify its digest when it records one (`write_json`); a missing or
+    invalid file raises DataError naming it, a digest mismatch CorruptFileError."""
+    p = Path(path)
+    return _check_json(p, _read_parsed(p, json.loads, (json.JSONDecodeError,), "JSON"))
 
 
 def write_yaml(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, yaml.safe_dump(obj, sort_keys=False, allow_unicode=True))
+    """Write `obj` as YAML, atomically, after a first line recording the SHA-256 of the rest."""
+    text = yaml.safe_dump(obj, sort_keys=False, allow_unicode=True)
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    write_text(path, f"# {DIGEST_KEY}: {digest}\n{text}")
+
+
+def _check_yaml(p: Path, text: str) -> str:
+    """`text` of a YAML file, verified against its first-line digest when it has one."""
+    if not text.startswith(_YAML_MARK):
+        return text
+    m = _YAML_DIGEST.match(text)
+    rest = text[m.end() :] if m else ""
+    if m is None or hashlib.sha256(rest.encode("utf-8")).hexdigest() != m["hex"]:
+        raise CorruptFileError(
+            p,
+            f"{p}: corrupt: its text does not match the SHA-256 on its first line; it is "
+            "damaged and must be rebuilt",
+        )
+    return text
 
 
 # A config or a sidecar has a few hundred nodes; aliases may repeat a node, but expanding to more
@@ -175,7 +256,8 @@ def load_yaml(text: str, loader: type = yaml.SafeLoader) -> Any:
 def read_yaml(path: str | os.PathLike) -> Any:
     """Parse a YAML file (safe loader, bounded: `load_yaml`); a missing or invalid file raises
     DataError naming it."""
-    return _read_parsed(path, load_yaml, (yaml.YAMLError,), "YAML")
+    p = Path(path)
+    return _read_parsed(p, lambda text: load_yaml(_check_yaml(p, text)), (yaml.YAMLError,), "YAML")
 
 
 # --- integrity of parquet files -----------------------------------------------------------------
@@ -188,7 +270,6 @@ def read_yaml(path: str | os.PathLike) -> Any:
 # nothing moves); `file_digest` recomputes it the same way. Every byte but the 64 digits is
 # covered, and a change to those digits is a mismatch too.
 
-DIGEST_KEY = "nlaprobe.sha256"  # file-level key-value metadata (not the Arrow schema's)
 _DIGEST_LEN = 64
 _PLACEHOLDER = b"0" * _DIGEST_LEN
 _MAGIC = b"PAR1"
@@ -436,3 +517,46 @@ def table_meta(table: pa.Table, key: str) -> Any:
     """The JSON stored by `with_meta` (None when absent)."""
     raw = (table.schema.metadata or {}).get(key.encode())
     return json.loads(raw) if raw is not None else None
+
+
+# --- numpy archives ------------------------------------------------------------------------------
+
+
+def sha256_of_file(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (hex), read in chunks."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> str:
+    """Write `arrays` as an uncompressed .npz (a zip: each member has its CRC-32), atomically;
+    return the file's SHA-256, for the caller to record beside it (the ridge run's JSON)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        return sha256_of_file(tmp)
+
+
+def read_npz_array(path: str | os.PathLike, name: str, sha256: str | None = None) -> np.ndarray:
+    """Array `name` of an .npz, read whole so that zip checks the member's CRC-32 (numpy's own
+    loader reads only the bytes it needs and may skip the check), after checking the file's
+    SHA-256 against `sha256` when given. No pickles. CorruptFileError naming the file when it
+    is damaged; DataError when it is missing or has no such array."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: file not found")
+    if sha256 is not None and sha256_of_file(p) != sha256:
+        raise CorruptFileError(
+            p, f"{p}: corrupt: its bytes do not match the SHA-256 recorded when it was written"
+        )
+    try:
+        with zipfile.ZipFile(p) as zf:
+            data = zf.read(f"{name}.npy")
+    except KeyError:
+        raise DataError(f"{p}: no array {name!r}") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
+        raise CorruptFileError(p, f"{p}: corrupt: {e}") from None
+    try:
+        return np.lib.format.read_array(BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise CorruptFileError(p, f"{p}: corrupt: array {name!r} unreadable ({e})") from None

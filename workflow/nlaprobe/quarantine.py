@@ -1,6 +1,7 @@
 """What happens to a damaged input: it is set aside, and the workflow rebuilds it.
 
-inputs -> outputs: a file a reader found corrupt (nlaprobe.errors.CorruptFileError) ->
+inputs -> outputs: a workflow result (`is_result`) a reader found corrupt
+(nlaprobe.errors.CorruptFileError) ->
     - `.<name>.corrupt` beside it (the bytes, kept for inspection; nothing reads that name), and
     - when the job runs under Snakemake (a `.snakemake/` folder in its working directory), a
       record `.snakemake/nlaprobe-corrupt/<sha256 of the path>.json` = {"path", "error"};
@@ -61,9 +62,24 @@ def record(path: str | os.PathLike, error: str, workdir: str | os.PathLike = "."
     return out
 
 
+def is_result(path: str | os.PathLike) -> bool:
+    """Whether `path` is a file the workflow rebuilds when it is missing: one under a `results/`
+    folder (or the local copy of one, under .snakemake/storage/), not inside a demo build (a
+    folder output: a file missing inside it rebuilds nothing). A user's files (a checkpoint
+    folder, a corpus source) are never moved."""
+    parts = Path(path).parts
+    if "results" not in parts:
+        return False
+    start = len(parts) - 1 - parts[::-1].index("results")
+    return len(parts) > start + 1 and parts[start + 1] != "demo"
+
+
 def handle_corrupt(path: str | os.PathLike, error: str) -> Path | None:
-    """What a stage command does when a reader raised CorruptFileError: set the file aside and
-    record it (see the module docstring). Returns where the file went."""
+    """What a stage command does when a reader raised CorruptFileError: a workflow result is set
+    aside and recorded (see the module docstring); anything else is left where it is. Returns
+    where the file went (None: left in place, or already gone)."""
+    if not is_result(path):
+        return None
     moved = set_aside(path)
     record(path, error)
     return moved

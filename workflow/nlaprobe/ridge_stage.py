@@ -37,7 +37,14 @@ from nlaprobe import metrics as M
 from nlaprobe import ridge as R
 from nlaprobe.config import validate_params
 from nlaprobe.errors import ConfigError, DataError, show
-from nlaprobe.io import atomic_path, read_json, read_table, vectors_from_column, write_json
+from nlaprobe.io import (
+    read_json,
+    read_npz_array,
+    read_table,
+    vectors_from_column,
+    write_json,
+    write_npz,
+)
 
 log = logging.getLogger(__name__)
 
@@ -195,9 +202,8 @@ def ridge_stage(
         if name == "linear":
             w = best.weight if best.weight is not None else best.x_train.T @ best.dual_coef
             arrays["linear_weight"] = w.astype(np.float32)
-    with atomic_path(out_npz) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+    # the archive's SHA-256 is recorded in the run's JSON, which itself records its own digest
+    result["npz_sha256"] = write_npz(out_npz, arrays)
     write_json(out_json, result)
     log.info(
         "ridge n=%d: %s", len(train), {k: v["eval_nmse_mean"] for k, v in result["kernels"].items()}
@@ -231,8 +237,7 @@ def ridge_scaling(spec: dict) -> dict:
             for run in d["runs"]:
                 meta = read_json(run["json"])
                 k = meta["kernels"][name]
-                with np.load(run["npz"], allow_pickle=False) as z:
-                    pred = z[f"{name}_eval_pred"]
+                pred = read_npz_array(run["npz"], f"{name}_eval_pred", meta.get("npz_sha256"))
                 if len(pred) != len(gold):
                     raise DataError(
                         f"{run['npz']}: {len(pred)} eval predictions, gold has {len(gold)}"
