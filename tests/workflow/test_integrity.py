@@ -9,6 +9,7 @@ A three-job DAG (corpus -> extract -> positions) of one tiny `path:` family (the
   activation shard, refuses it (exit 2, one line naming it) and the run fails; the Snakefile's
   onerror removes the damaged object from the store. The next run, on another fresh machine,
   rebuilds it (extract) and then the positions; the stored shards equal the intact run's.
+- s3 (a moto server, as tests/workflow/test_resume.py): the same through the S3 plugin.
 - local: the same damage in a working directory without storage; the failing job sets the shard
   aside and the next run rebuilds it.
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_resume import BUCKET, CANARY_S3_KEY, CANARY_S3_SECRET, moto, s3_client  # noqa: F401
 from workflow_common import copy_workflow, reduced_config, snakemake
 
 from nlaprobe.config import validate_config
@@ -63,8 +65,12 @@ def fresh_workdir(path: Path, raw: dict) -> Path:
     return path
 
 
-def run(workdir: Path, target: str, *extra: str, check: bool = True) -> tuple[int, str]:
-    proc = snakemake(workdir, target, "--cores", "2", *extra, "--configfile", CONFIG, check=check)
+def run(
+    workdir: Path, target: str, *extra: str, check: bool = True, env: dict | None = None
+) -> tuple[int, str]:
+    proc = snakemake(
+        workdir, target, "--cores", "2", *extra, "--configfile", CONFIG, check=check, env=env
+    )
     return proc.returncode, proc.stdout
 
 
@@ -167,3 +173,44 @@ def test_corrupt_local_shard_is_set_aside_and_rebuilt(setup, intact, tmp_path):
     assert executed(out) == ["extract", "positions"], out
     for rel, data in intact_bytes.items():
         assert (workdir / rel).read_bytes() == data, rel
+
+
+def test_corrupt_object_in_s3_is_detected_and_rebuilt(setup, intact, moto, tmp_path):  # noqa: F811
+    """The same through the S3 plugin: the intact run's files uploaded in the DAG's order (S3
+    stamps an object with its upload time), the activation shard uploaded damaged."""
+    raw, plan = setup
+    acts = plan.activation_shard("qwen", "eval", "00000")
+    target = plan.positions_shard("eval", "00000")
+    prefix = "integrity"
+    storage = ("--default-storage-provider", "s3", "--default-storage-prefix",
+               f"s3://{BUCKET}/{prefix}")  # fmt: skip
+    env = {
+        "SNAKEMAKE_STORAGE_S3_ENDPOINT_URL": moto,
+        "SNAKEMAKE_STORAGE_S3_ACCESS_KEY": CANARY_S3_KEY,
+        "SNAKEMAKE_STORAGE_S3_SECRET_KEY": CANARY_S3_SECRET,
+    }
+    s3 = s3_client(moto)
+    s3.create_bucket(Bucket=BUCKET)
+    damaged = tmp_path / "damaged.parquet"
+    shutil.copy2(intact / acts, damaged)
+    flip_keeping_mtime(damaged)
+    corpus = plan.corpus_shard("eval", "00000")
+    sidecar = plan.activation_sidecar("qwen", "eval", "00000")
+    for rel, src in ((corpus, intact / corpus), (acts, damaged), (sidecar, intact / sidecar)):
+        s3.upload_file(str(src), BUCKET, f"{prefix}/{rel}")
+
+    def stored(rel: str) -> bool:
+        return "Contents" in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/{rel}")
+
+    workdir = fresh_workdir(tmp_path / "wf", raw)
+    code, out = run(workdir, target, *storage, check=False, env=env)
+    assert code != 0 and executed(out) == ["positions"], out
+    assert f"removed s3://{BUCKET}/{prefix}/{acts} from storage" in out, out
+    assert not stored(acts) and not stored(target)
+
+    workdir = fresh_workdir(workdir, raw)
+    _, out = run(workdir, target, *storage, env=env)
+    assert executed(out) == ["extract", "positions"], out
+    for rel in (acts, target):
+        body = s3.get_object(Bucket=BUCKET, Key=f"{prefix}/{rel}")["Body"].read()
+        assert body == (intact / rel).read_bytes(), rel
