@@ -283,6 +283,27 @@ def test_release_from_storage_removes_exactly_the_recorded_objects(tmp_path, mon
     assert list((tmp_path / Q.RECORDS).glob("*.json")) == []  # records consumed
 
 
+def test_release_keeps_the_record_when_the_plugin_cannot_remove(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".snakemake").mkdir()
+    store, local_prefix = tmp_path / "bucket", Path(".snakemake/storage/mem")
+    rel = "run/results/scores/x/greedy/full/shard-00000.parquet"
+    (store / rel).parent.mkdir(parents=True)
+    (store / rel).write_bytes(b"object")
+    Q.record(local_prefix / rel, "corrupt")
+
+    def refuse(self):
+        raise PermissionError("access denied")
+
+    monkeypatch.setattr(FakeObject, "remove", refuse)
+    said = []
+    wf = FakeWorkflow(store, local_prefix, "mem://run")
+    assert Q.release_from_storage(wf, said.append) == []
+    assert (store / rel).exists()
+    assert len(said) == 1 and "could not remove" in said[0] and "access denied" in said[0]
+    assert len(list((tmp_path / Q.RECORDS).glob("*.json"))) == 1  # tried again next time
+
+
 def test_release_without_storage_only_drops_the_records(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".snakemake").mkdir()

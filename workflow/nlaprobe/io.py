@@ -6,7 +6,9 @@ A killed job must never leave a file at its final name that a rerun could mistak
 and a file damaged after it was written (on disk, in a copy, in remote storage) must never be
 read as numbers: every parquet file `write_table` writes has CRC-32 page checksums and a SHA-256
 digest in its footer (`DIGEST_KEY`, see `file_digest`), and `read_table` verifies both before
-anything is used, raising CorruptFileError naming the file.
+anything is used, raising CorruptFileError naming the file. JSON objects and YAML files written
+here record a SHA-256 too (`json_digest`, `write_yaml`), and an .npz's digest is returned for
+its caller to record (`write_npz`); their readers verify them.
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ DIGEST_KEY = "nlaprobe.sha256"
 # others (a release's checkpoint sidecar, a config) have none and are read as before.
 
 _YAML_DIGEST = re.compile(r"# nlaprobe\.sha256: (?P<hex>[0-9a-f]{64})\n")
-_YAML_MARK = "# nlaprobe."
+_YAML_MARK = "# nlaprobe.sha256"  # a first line starting so must be a well-formed digest
 
 
 def canonical_json(obj: Any) -> bytes:

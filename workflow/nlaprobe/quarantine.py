@@ -130,13 +130,17 @@ def release_from_storage(workflow: Any, say: Callable[[str], None] = print) -> l
                 workflow.storage_settings.default_storage_prefix or "",
                 provider.object,
             )
-            if obj is not None and obj.exists():
-                obj.remove()
-                removed.append(obj.query)
-                say(
-                    f"nlaprobe: removed {obj.query} from storage: its copy was corrupt; the "
-                    "next run rebuilds it"
-                )
+            try:
+                if obj is not None and obj.exists():
+                    obj.remove()
+                    removed.append(obj.query)
+                    say(
+                        f"nlaprobe: removed {obj.query} from storage: its copy was corrupt; "
+                        "the next run rebuilds it"
+                    )
+            except Exception as e:  # a plugin's own error: say so, keep the record for next time
+                say(f"nlaprobe: could not remove {obj.query} from storage ({e}); delete it")
+                continue
         with contextlib.suppress(FileNotFoundError):
             rec.unlink()
     return removed
