@@ -377,3 +377,116 @@ def test_the_table_covers_every_stage_with_parameters():
     covered = {name for names in stages for name in names}
     assert {"extract", "decode", "score", "ridge", "aggregate"} <= covered
     assert len(CASES) >= 20
+
+
+# ----------------------------------------------------------------------------- damaged inputs
+#
+# Issue 14, item 4: every reader verifies what it reads. Each case damages one input of its
+# stage (16 bytes flipped in the middle of a valid file, as a result of the workflow would sit
+# under results/) and expects exit 2, one error line naming that file as corrupt, no output, and
+# the file set aside as `.<name>.corrupt` so that the workflow rebuilds it.
+
+
+def damaged(w: World, tmp_path: Path, src: Path) -> Path:
+    path = tmp_path / "results" / "in" / src.name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = bytearray(src.read_bytes())
+    for i in range(len(data) // 2, len(data) // 2 + 16):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path
+
+
+def damaged_sidecar(w: World, tmp_path: Path) -> Path:
+    from nlaprobe.io import write_yaml
+
+    path = tmp_path / "results" / "in" / "shard-00000.nla_meta.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_yaml(path, {"n_rows": 4, "alignment": {"mean_abs_error_chars": 0.25}})
+    path.write_text(path.read_text().replace("0.25", "0.35"))
+    return path
+
+
+def aggregate_with_sidecar(w: World, out: Path, sidecar: Path) -> list[str]:
+    args = aggregate(w, out)
+    spec = json.loads(args[3])
+    spec["alignment_sidecars"] = [str(sidecar)]
+    return [*args[:3], json.dumps(spec), *args[4:]]
+
+
+# (id, the input damaged, argv builder (world, out, damaged input) -> argv)
+DAMAGED: list[tuple[str, Callable[[World], Path], Callable[[World, Path, Path], list[str]]]] = [
+    (
+        "extract-corpus",
+        lambda w: w.corpus,
+        lambda w, o, bad: [str(bad) if a == str(w.corpus) else a for a in extract(w, o)],
+    ),
+    (
+        "positions-activations",
+        lambda w: w.acts,
+        lambda w, o, bad: ["positions", "--activations", str(bad), "--out", str(o)],
+    ),
+    ("decode-activations", lambda w: w.acts, lambda w, o, bad: decode(w, o, acts=bad)),
+    ("score-decodes", lambda w: w.decodes, lambda w, o, bad: score(w, o, decodes=bad)),
+    (
+        "score-gold",
+        lambda w: w.acts,
+        lambda w, o, bad: [str(bad) if a == str(w.acts) else a for a in score(w, o)],
+    ),
+    (
+        "redact-decodes",
+        lambda w: w.decodes,
+        lambda w, o, bad: [
+            "redact",
+            "--decodes",
+            str(bad),
+            "--variant",
+            "prose_only",
+            "--out",
+            str(o),
+        ],
+    ),
+    (
+        "ridge-activations",
+        lambda w: w.acts,
+        lambda w, o, bad: [str(bad) if a == str(w.acts) else a for a in ridge(w, o)],
+    ),
+    ("aggregate-scores", lambda w: w.scores, lambda w, o, bad: aggregate(w, o, scores=bad)),
+    (
+        "aggregate-gold",
+        lambda w: w.acts,
+        lambda w, o, bad: [
+            a.replace(json.dumps(str(w.acts)), json.dumps(str(bad))) for a in aggregate(w, o)
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(("source", "build"), [c[1:] for c in DAMAGED], ids=[c[0] for c in DAMAGED])
+def test_damaged_input_exits_2_naming_it_and_is_set_aside(
+    world, tmp_path, caplog, monkeypatch, source, build
+):
+    monkeypatch.chdir(tmp_path)  # no .snakemake/ here: nothing recorded, only set aside
+    bad = damaged(world, tmp_path, source(world))
+    out = tmp_path / "out" / "shard-00000.parquet"
+    args = build(world, out, bad)
+    assert str(bad) in " ".join(args)
+    caplog.set_level(logging.INFO)
+    assert main(args) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, errors
+    assert f"{bad}: corrupt" in errors[0] and "\n" not in errors[0], errors[0]
+    assert not bad.exists() and bad.with_name(f".{bad.name}.corrupt").exists()
+    left = list(out.parent.iterdir()) if out.parent.exists() else []
+    assert left == [], left
+
+
+def test_damaged_sidecar_stops_the_aggregate(world, tmp_path, caplog, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bad = damaged_sidecar(world, tmp_path)
+    out = tmp_path / "out" / "fve_baseline.json"
+    caplog.set_level(logging.INFO)
+    assert main(aggregate_with_sidecar(world, out, bad)) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and f"{bad}: corrupt" in errors[0], errors
+    assert not out.exists()
