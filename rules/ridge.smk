@@ -22,7 +22,7 @@ rule ridge:
         runtime=P.job_resource("ridge", "runtime"),
         gpu=P.gpus(),
     conda:
-        "../envs/cpu.yaml"
+        P.model_env
     shell:
         "python -m nlaprobe --threads {threads} ridge --n {wildcards.n} --params {params.ridge:q}"
         " --src-ridge {input.src_ridge:q} --dst-ridge {input.dst_ridge:q}"

@@ -826,6 +826,16 @@ def test_decode_env_follows_backend_and_device(backend, device, env):
     assert plan_of("default", mutate).decode_env() == f"../{ENV_FILES[env]}"
 
 
+@pytest.mark.parametrize(("device", "env"), [("cpu", "cpu"), ("cuda", "gpu"), ("auto", "gpu")])
+def test_model_env_follows_the_device(device, env):
+    from nlaprobe.plan import ENV_FILES
+
+    def mutate(raw):
+        raw["run"]["device"] = device
+
+    assert plan_of("default", mutate).model_env() == f"../{ENV_FILES[env]}"
+
+
 def test_env_files_install_the_extras_of_pyproject():
     """Each conda env file installs this repository with the extra of its name (cpu: none), the
     extras exist in pyproject.toml, and the CPU build's env has its post-deploy cleanup."""

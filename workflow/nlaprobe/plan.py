@@ -690,6 +690,13 @@ class Plan:
             return f"../{ENV_FILES['cpu']}"
         return f"../{ENV_FILES['vllm-cpu' if self.device == 'cpu' else 'gpu']}"
 
+    def model_env(self, wildcards=None) -> str:
+        """The conda env file (relative to rules/) of the jobs that run models on run.device
+        (extract, score, ridge): envs/cpu.yaml on the CPU; on a GPU (cuda or auto)
+        envs/gpu.yaml, whose `gpu` extra installs the CUDA build of torch with vLLM. The demo
+        builds train on the CPU and the other rules run no model: envs/cpu.yaml."""
+        return f"../{ENV_FILES['cpu' if self.device == 'cpu' else 'gpu']}"
+
     def gpus(self) -> int:
         """GPUs a model job asks the scheduler for: none when the config runs on the CPU."""
         return 0 if self.device == "cpu" else 1
@@ -751,7 +758,7 @@ class Plan:
             R.entry_arch(entry, demo, f"demo ({style})"),
             demo.get("train", {}),
             real_base=bool(real),
-            on_gpu=self.gpus() > 0,
+            on_gpu=False,  # the demo builds train on the CPU whatever run.device says
         )
 
     def ridge_request(self, src: str, dst: str, n: int) -> R.Request:
