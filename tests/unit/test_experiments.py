@@ -1,6 +1,7 @@
 """Aggregates E2-E6 (nlaprobe.aggregates: quote_ablation, verbatim, redaction, best_of_n,
-layers) on activation, decode and score shards written by hand: every figure against an independent numpy computation or a hand count, intervals that hold their
-point estimate, and deterministic output."""
+layers) on activation, decode and score shards written by hand: every figure against an
+independent numpy computation or a hand count, intervals that hold their point estimate, and
+deterministic output."""
 
 from __future__ import annotations
 
