@@ -3,8 +3,8 @@
 inputs -> outputs: the modules of this package -> `REGISTRY` {name: Aggregate}, in report order
 (the experiment number, then the name).
 
-Each aggregate module (any module of this package but `core`, `registry` and `stage`) declares, in one
-`register(Aggregate(...))` call, everything the rest of the package needs to know of it:
+Each aggregate module (any module of this package but `core`, `registry` and `stage`) declares,
+in one `register(Aggregate(...))` call, everything the rest of the package needs to know of it:
 
 - `name`: its results file `results/<name>.json`, its rule, its stamp and its record;
 - `inputs(plan)`: the files it reads, by role (paths of `nlaprobe.plan.Plan`): what

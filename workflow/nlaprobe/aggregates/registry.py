@@ -16,7 +16,8 @@ from nlaprobe.errors import ConfigError
 if TYPE_CHECKING:
     from nlaprobe.plan import Plan
 
-NAME_PATTERN = r"[a-z][a-z0-9_]*"
+# the Snakefile's `name` wildcard (the stamp rule) matches [a-z_]+
+NAME_PATTERN = r"[a-z][a-z_]*"
 
 Ref = str | Callable[..., Any]
 
