@@ -6,8 +6,8 @@ import sys
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
 
 from nlaprobe.config import workflow_config
-from nlaprobe.plan import AGGREGATES, Plan, to_json
-from nlaprobe.constants import FIGURES
+from nlaprobe.aggregates import figure_names, names as aggregate_names
+from nlaprobe.plan import Plan, config_json, shard_count, shard_folder, to_json
 
 # `--configfile X.yaml` replaces the embedded default; `--config k=v` refines whichever config
 # is in use (told apart by what Snakemake was given, not by the keys present). Validated, with

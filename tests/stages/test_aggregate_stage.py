@@ -70,6 +70,13 @@ def write_cell(root: Path, av: str, ar: str, seed: int, all_fail: bool) -> dict:
     return out
 
 
+def spec_file(spec: dict, tmp_path: Path) -> str:
+    """The spec as a file, as `aggregate --spec-file` reads it (a hand-made spec)."""
+    path = tmp_path / "spec.json"
+    path.write_text(to_json(spec))
+    return str(path)
+
+
 @pytest.fixture
 def spec(tmp_path) -> dict:
     """A transfer-matrix spec whose gemma AV wrote no explanation tags."""
@@ -91,7 +98,14 @@ CONFIG = {"run": {"seed": 42, "device": "cpu"}, "metrics": {"n_boot": 20}, "fami
 
 def test_aggregate_cli_writes_the_results_json(spec, tmp_path):
     out = tmp_path / "results" / "transfer_matrix.json"
-    args = ["--spec", to_json(spec), "--config", to_json(CONFIG), "--out", str(out)]
+    args = [
+        "--spec-file",
+        spec_file(spec, tmp_path),
+        "--config",
+        to_json(CONFIG),
+        "--out",
+        str(out),
+    ]
     proc = nlaprobe("aggregate", "transfer_matrix", *args)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(out.read_text())
@@ -111,7 +125,9 @@ def test_aggregate_cli_writes_the_results_json(spec, tmp_path):
     assert json.loads(out.read_text())["data"] == data
 
     base = tmp_path / "results" / "fve_baseline.json"
-    proc = nlaprobe("aggregate", "fve_baseline", "--spec", to_json(spec), "--out", str(base))
+    proc = nlaprobe(
+        "aggregate", "fve_baseline", "--spec-file", spec_file(spec, tmp_path), "--out", str(base)
+    )
     assert proc.returncode == 0, proc.stderr
     fams = json.loads(base.read_text())["data"]["families"]
     assert fams["qwen"]["fve_own"]["value"] is not None
@@ -121,17 +137,21 @@ def test_aggregate_cli_writes_the_results_json(spec, tmp_path):
 def test_aggregate_cli_error_names_the_file_and_writes_nothing(spec, tmp_path):
     spec["cells"]["qwen__gemma"]["gold"][1] = str(tmp_path / "missing-gold.parquet")
     out = tmp_path / "results" / "transfer_matrix.json"
-    proc = nlaprobe("aggregate", "transfer_matrix", "--spec", to_json(spec), "--out", str(out))
+    proc = nlaprobe(
+        "aggregate", "transfer_matrix", "--spec-file", spec_file(spec, tmp_path), "--out", str(out)
+    )
     assert proc.returncode == 2
     assert "missing-gold.parquet" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
 
 
 def test_aggregate_cli_rejects_bad_json(tmp_path):
+    bad = tmp_path / "spec.json"
+    bad.write_text("{not json")
     proc = nlaprobe(
-        "aggregate", "fve_baseline", "--spec", "{not json", "--out", str(tmp_path / "x")
+        "aggregate", "fve_baseline", "--spec-file", str(bad), "--out", str(tmp_path / "x")
     )
-    assert proc.returncode == 2 and "--spec" in proc.stderr
+    assert proc.returncode == 2 and "--spec" in proc.stderr and str(bad) in proc.stderr
     assert not (tmp_path / "x").exists()
 
 
@@ -156,7 +176,7 @@ def test_aggregate_cli_writes_its_input_record_and_drops_the_stale_ones(spec, tm
         p.write_text("{}")
     record = records / "transfer_matrix-0123456789.json"
     proc = nlaprobe(
-        "aggregate", "transfer_matrix", "--spec", to_json(spec), "--out", str(out),
+        "aggregate", "transfer_matrix", "--spec-file", spec_file(spec, tmp_path), "--out", str(out),
         "--record", str(record),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -174,7 +194,7 @@ def test_aggregate_cli_refuses_a_record_of_another_aggregate(spec, tmp_path):
     out = tmp_path / "results" / "transfer_matrix.json"
     record = tmp_path / "results" / ".inputs" / "fve_baseline-0123456789.json"
     proc = nlaprobe(
-        "aggregate", "transfer_matrix", "--spec", to_json(spec), "--out", str(out),
+        "aggregate", "transfer_matrix", "--spec-file", spec_file(spec, tmp_path), "--out", str(out),
         "--record", str(record),
     )  # fmt: skip
     assert proc.returncode == 2

@@ -20,8 +20,8 @@ import pytest
 import yaml
 from workflow_common import EVAL, Run, copy_workflow, snakemake, write_config
 
+from nlaprobe.aggregates import figure_names
 from nlaprobe.config import read_config_file, validate_config
-from nlaprobe.constants import FIGURES
 from nlaprobe.plan import AGGREGATES, CONDITIONS, SPLITS, VARIANTS, Plan
 
 NOTHING_TO_DO = "Nothing to be done"
@@ -262,7 +262,9 @@ def test_real_run_writes_every_shard(real_run):
     }
     assert files_under(wd, "results/.stamps") == {plan.stamp(name) for name in AGGREGATES}
     assert {p.name for p in (wd / "results").glob("*.json")} == {f"{n}.json" for n in AGGREGATES}
-    assert files_under(wd, "results/figures") == {f"results/figures/{f}.png" for f in FIGURES}
+    assert files_under(wd, "results/figures") == {
+        f"results/figures/{f}.png" for f in figure_names()
+    }
     assert (wd / "results" / "report.html").is_file()
     for style in plan.demo_styles():
         for role in ("base", "av", "ar"):
@@ -391,7 +393,7 @@ def test_every_aggregate_has_numbers(real_run):
             status = d["kernels"][kernel]["crossover"]["status"]
             assert status in ("reached", "extrapolated", "never")
     html = (real_run.workdir / "results" / "report.html").read_text()
-    assert html.count('<img src="data:image/png;base64,') == len(FIGURES)
+    assert html.count('<img src="data:image/png;base64,') == len(figure_names())
     assert "http://" not in html and "https://" not in html
 
 
