@@ -51,6 +51,7 @@ wildcard_constraints:
     dst="|".join(P.families),
     n=r"\d+",
     stag=r"[0-9a-f]{10}",
+    itag=r"[0-9a-f]{10}",
     name=r"[a-z_]+",
 
 

@@ -1,7 +1,7 @@
 # Every aggregate results/<name>.json, one rule each, named after its output: one per module of
 # nlaprobe.aggregates (E1-E8). Each reads the files Plan.aggregate_spec lists and its stamp of own
-# parameters, and also writes its input record (Plan.aggregate_record), whose tagged name makes
-# a changed input set a missing output even without Snakemake's metadata. The job plans its spec
+# parameters, and its input record (Plan.aggregate_record, rule `record`), whose tagged name makes
+# a changed input set a job to run even without Snakemake's metadata. The job plans its spec
 # again from the config and the DAG's identity specs, and finds its inputs under one folder
 # (Plan.aggregate_root: "" locally, the local copies under remote storage): its command does
 # not grow with the shards.
@@ -12,10 +12,10 @@ for _name in aggregate_names():
         name:
             _name
         input:
-            P.aggregate_inputs(_name),
-        output:
-            json=P.aggregate_file(_name),
+            files=P.aggregate_inputs(_name),
             record=P.aggregate_record(_name),
+        output:
+            P.aggregate_file(_name),
         params:
             name=_name,
             config=config_json(config),
@@ -33,7 +33,7 @@ for _name in aggregate_names():
         shell:
             "python -m nlaprobe aggregate {params.name} --config {params.config:q}"
             " --identity {params.identity:q} --root={params.root:q}"
-            " --out {output.json:q} --record {output.record:q} > {log:q} 2>&1"
+            " --out {output:q} --record {input.record:q} > {log:q} 2>&1"
 
 
 rule stamp:
@@ -52,3 +52,21 @@ rule stamp:
         "../envs/cpu.yaml"
     shell:
         "python -m nlaprobe stamp --params {params.stamp:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule record:
+    output:
+        "results/.inputs/{name}-{itag}.json",
+    params:
+        record=lambda w: to_json(P.record_params_for(w.name, w.itag)),
+    log:
+        "logs/record/{name}-{itag}.log",
+    benchmark:
+        "benchmarks/rules/record/{name}-{itag}.tsv"
+    resources:
+        mem_mb=500,
+        runtime=5,
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "python -m nlaprobe record --params {params.record:q} --out {output:q} > {log:q} 2>&1"

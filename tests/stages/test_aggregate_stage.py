@@ -3,7 +3,6 @@ score and gold shards: exit codes, the results JSON, and clean errors that leave
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -164,30 +163,40 @@ def test_stamp_cli_writes_its_parameters(tmp_path):
     assert [p.name for p in out.parent.iterdir()] == [out.name]
 
 
-def test_aggregate_cli_writes_its_input_record_and_drops_the_stale_ones(spec, tmp_path):
-    """The record is written with the result; the aggregate's records of other input sets go
-    (a config switched back to one of them must rerun), other aggregates' records stay."""
-    out = tmp_path / "results" / "transfer_matrix.json"
+def test_record_cli_writes_the_record_and_drops_the_stale_ones(tmp_path):
+    """The `record` rule's command: the record names its aggregate, tag and input count; the
+    aggregate's records of other input sets go (a config switched back to one of them must
+    rerun), other aggregates' records and files that are not records stay."""
     records = tmp_path / "results" / ".inputs"
     records.mkdir(parents=True)
     stale = records / "transfer_matrix-aaaaaaaaaa.json"
     other = records / "fve_baseline-aaaaaaaaaa.json"
-    for p in (stale, other):
+    note = records / "transfer_matrix-notes.json"
+    for p in (stale, other, note):
         p.write_text("{}")
     record = records / "transfer_matrix-0123456789.json"
-    proc = nlaprobe(
-        "aggregate", "transfer_matrix", "--spec-file", spec_file(spec, tmp_path), "--out", str(out),
-        "--record", str(record),
-    )  # fmt: skip
+    params = to_json({"name": "transfer_matrix", "n_inputs": 7})
+    proc = nlaprobe("record", "--params", params, "--out", str(record))
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in records.iterdir()) == sorted([record.name, other.name])
-    data = json.loads(out.read_text())["data"]
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    assert json.loads(record.read_text()) == {
+    assert sorted(p.name for p in records.iterdir()) == sorted([record.name, other.name, note.name])
+    doc = json.loads(record.read_text())
+    assert {k: doc[k] for k in ("aggregate", "inputs_tag", "n_inputs")} == {
         "aggregate": "transfer_matrix",
-        "result": str(out),
-        "data_sha256": hashlib.sha256(blob.encode()).hexdigest(),
+        "inputs_tag": "0123456789",
+        "n_inputs": 7,
     }
+
+
+def test_record_cli_refuses_bad_params_and_writes_nothing(tmp_path):
+    record = tmp_path / "transfer_matrix-0123456789.json"
+    for params in ("{not json", to_json({"name": "transfer_matrix"})):
+        proc = nlaprobe("record", "--params", params, "--out", str(record))
+        assert proc.returncode == 2 and "--params" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr and not record.exists()
+    params = to_json({"name": "fve_baseline", "n_inputs": 1})
+    proc = nlaprobe("record", "--params", params, "--out", str(record))
+    assert proc.returncode == 2 and "fve_baseline-<tag>.json" in proc.stderr
+    assert not record.exists()
 
 
 def test_aggregate_cli_refuses_a_record_of_another_aggregate(spec, tmp_path):

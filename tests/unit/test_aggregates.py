@@ -90,11 +90,11 @@ def test_every_aggregate_has_a_rule_a_stamp_a_report_section_and_its_figures(pla
         rules = {r.name: r for r in wf.rules}
         for agg in AG.aggregates():
             rule = rules[agg.name]
-            assert list(map(str, rule.output)) == [
-                P.aggregate_file(agg.name),
+            assert list(map(str, rule.output)) == [P.aggregate_file(agg.name)]
+            assert list(map(str, rule.input)) == [
+                *P.aggregate_inputs(agg.name),
                 P.aggregate_record(agg.name),
             ]
-            assert list(map(str, rule.input)) == P.aggregate_inputs(agg.name)
             assert P.aggregate_inputs(agg.name)[-1] == P.stamp(agg.name)
             cmd = job_shell(wf, agg.name, P.aggregate_file(agg.name))
             assert cmd.startswith(f"python -m nlaprobe aggregate {agg.name} ")
@@ -226,6 +226,10 @@ def test_a_toy_aggregate_is_planned_run_by_the_cli_and_reported(toy, plan, tmp_p
     assert main(argv) == 0
     doc = json.loads(Path(out).read_text())
     assert doc["data"] == {"rows": 3 * len(gold), "offset": 42}
+    # its input record, as the `record` rule writes it
+    itag = Path(record).name.removeprefix("toy_count-").removesuffix(".json")
+    params = p.record_params_for("toy_count", itag)
+    assert main(["record", "--params", to_json(params), "--out", record]) == 0
     assert json.loads(Path(record).read_text())["aggregate"] == "toy_count"
     # the report: its section under its heading, and its figure
     R.write_report([out], "results/report.html", "results/figures")
@@ -239,10 +243,8 @@ def test_a_toy_aggregate_gets_its_rule_and_report_outputs(toy, tmp_path):
     with parsed_workflow(tmp_path / "wf") as wf:
         P = wf.globals["P"]
         rules = {r.name: r for r in wf.rules}
-        assert [str(f) for f in rules["toy_count"].output] == [
-            "results/toy_count.json",
-            P.aggregate_record("toy_count"),
-        ]
+        assert [str(f) for f in rules["toy_count"].output] == ["results/toy_count.json"]
+        assert str(rules["toy_count"].input[-1]) == P.aggregate_record("toy_count")
         assert "results/figures/toy_figure.png" in [str(f) for f in rules["report"].output]
         assert "results/toy_count.json" in [str(f) for f in rules["all"].input]
         cmd = job_shell(wf, "toy_count", "results/toy_count.json")

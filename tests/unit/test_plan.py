@@ -1177,3 +1177,18 @@ def test_input_records_follow_the_aggregates_inputs(name):
         a for a in AGGREGATES if after.aggregate_inputs(a) != before.aggregate_inputs(a)
     }
     assert "verbatim" not in moved and "fve_baseline" in moved
+
+
+def test_record_params_are_given_only_for_the_current_input_record(name):
+    plan = plan_of(name)
+    for agg in AGGREGATES:
+        itag = plan.aggregate_record(agg).removeprefix(f"results/.inputs/{agg}-")
+        itag = itag.removesuffix(".json")
+        assert plan.record_params_for(agg, itag) == {
+            "name": agg,
+            "n_inputs": len(plan.aggregate_inputs(agg)),
+        }
+        with pytest.raises(ConfigError, match="not produced by this config"):
+            plan.record_params_for(agg, "0" * 10 if itag != "0" * 10 else "1" * 10)
+    with pytest.raises(ConfigError, match="unknown aggregate"):
+        plan.record_params_for("no_such", "0123456789")

@@ -238,6 +238,16 @@ def cmd_stamp(args) -> int:
     return 0
 
 
+def cmd_record(args) -> int:
+    from nlaprobe.aggregates.core import write_input_record
+
+    params = _json_arg(args.params, "params")
+    if not isinstance(params, dict) or set(params) != {"name", "n_inputs"}:
+        raise ConfigError("--params: expected a JSON object with keys name and n_inputs")
+    write_input_record(args.out, params["name"], params["n_inputs"])
+    return 0
+
+
 def cmd_build_demo(args) -> int:
     from nlaprobe.demo import build_demo
 
@@ -330,7 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="a hand-made spec (paths by role + settings) as a JSON file, instead of planning",
     )
     s.add_argument("--out", required=True)
-    s.add_argument("--record", help="the input record to write (nlaprobe.plan.aggregate_record)")
+    s.add_argument(
+        "--record", help="the job's input record (Plan.aggregate_record): its name is checked"
+    )
     s.set_defaults(func=cmd_aggregate)
 
     s = sub.add_parser("redact", help="E4: edit greedy explanations for one redaction variant")
@@ -371,6 +383,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--params", required=True)
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_stamp)
+
+    s = sub.add_parser(
+        "record", help="write an aggregate's input record and drop its records of other inputs"
+    )
+    s.add_argument("--params", required=True, help="name and n_inputs as JSON (Plan)")
+    s.add_argument("--out", required=True, help="results/.inputs/<name>-<tag>.json")
+    s.set_defaults(func=cmd_record)
 
     s = sub.add_parser("build-demo", help="build one tiny NLA family of the embedded default")
     s.add_argument("--style", required=True, choices=["qwen", "gemma"])

@@ -551,13 +551,23 @@ class Plan:
         return list(self._aggregate(name)[1])
 
     def aggregate_record(self, name: str) -> str:
-        """The input record of an aggregate: a second output of its job, named by the tag of
-        its input list. The aggregates sit at fixed paths (`results/<name>.json`), so without
-        Snakemake's metadata (a fresh machine with the results present) nothing else would tell
-        Snakemake that the inputs changed; a record missing under the current tag does. The
-        aggregate command removes the records of its other input sets (see
-        nlaprobe.aggregates.core.write_input_record)."""
+        """The input record of an aggregate, named by the tag of its input list, written by the
+        `record` rule and read by the aggregate's job as one more input. The aggregates sit at
+        fixed paths (`results/<name>.json`), so without Snakemake's metadata (a fresh machine
+        with the results present) nothing else would tell Snakemake that the inputs changed: a
+        record missing under the current tag is a job to run upstream of the aggregate, which
+        then reruns. (A missing *second output* of the aggregate's own job would not do:
+        Snakemake checks only the requested outputs of a job.) The record job removes the
+        aggregate's records of other input sets (aggregates.core.write_input_record)."""
         return f"{INPUT_RECORDS}/{name}-{tag_of(self.aggregate_inputs(name))}.json"
+
+    def record_params_for(self, name: str, itag: str) -> dict:
+        """What the `record` job of results/.inputs/<name>-<itag>.json writes; the tag must be
+        that of this config's input list of `name`."""
+        AG.get(name)  # an unknown name is a ConfigError naming the registered ones
+        if self.aggregate_record(name) != f"{INPUT_RECORDS}/{name}-{itag}.json":
+            raise ConfigError(f"input record {name}-{itag} is not produced by this config")
+        return {"name": name, "n_inputs": len(self.aggregate_inputs(name))}
 
     def aggregate_job_spec(self, name: str, inputs: Sequence[str]) -> dict:
         """aggregate_spec with every path replaced by the job's own copy of that file: `inputs`
@@ -596,10 +606,11 @@ class Plan:
         return root
 
     def aggregate_root_param(self, name: str):
-        """A `params:` function (wildcards, input) -> aggregate_root of rule `name`."""
+        """A `params:` function (wildcards, input) -> aggregate_root of rule `name` (its input
+        `files`; the record is a separate named input)."""
 
         def param(wildcards, input) -> str:
-            return self.aggregate_root(name, input)
+            return self.aggregate_root(name, input.files)
 
         return param
 

@@ -455,24 +455,17 @@ def check_record_name(record: str | Path, name: str) -> Path:
     return record
 
 
-def write_input_record(record: str | Path, name: str, out: str | Path, data) -> None:
-    """Write the input record `<dir>/<name>-<tag>.json` of an aggregate just written to `out`
-    (the tag is that of its input list, nlaprobe.plan.Plan.aggregate_record), after the result,
-    and remove the aggregate's records of other input sets in the same folder: the result now
-    belongs to this input set only, so a config switched back to an earlier one finds no
-    record and reruns the aggregate (A, B, A gives A's numbers). Records of other aggregates
-    are left alone."""
+def write_input_record(record: str | Path, name: str, n_inputs: int) -> None:
+    """Write the input record `<dir>/<name>-<tag>.json` of an aggregate (the tag is that of its
+    input list, nlaprobe.plan.Plan.aggregate_record; the `record` rule runs this before the
+    aggregate, which takes the record as an input) and remove the aggregate's records of other
+    input sets in the same folder: the result at the fixed path will belong to this input set
+    only, so a config switched back to an earlier one finds no record and reruns the aggregate
+    (A, B, A gives A's numbers). Records of other aggregates are left alone."""
     record = check_record_name(record, name)
     prefix = f"{name}-"
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    write_json(
-        record,
-        {
-            "aggregate": name,
-            "result": str(out),
-            "data_sha256": hashlib.sha256(blob.encode()).hexdigest(),
-        },
-    )
+    tag = record.name[len(prefix) : -len(".json")]
+    write_json(record, {"aggregate": name, "inputs_tag": tag, "n_inputs": n_inputs})
     for other in record.parent.glob(f"{prefix}*.json"):
         rest = other.name[len(prefix) : -len(".json")]
         if other != record and len(rest) == C.TAG_LENGTH and set(rest) <= set("0123456789abcdef"):

@@ -31,7 +31,6 @@ from nlaprobe.aggregates.core import (
     alignment_summary,
     check_record_name,
     results_meta,
-    write_input_record,
 )
 from nlaprobe.errors import ConfigError
 from nlaprobe.io import write_json
@@ -43,8 +42,9 @@ log = logging.getLogger(__name__)
 def run_aggregate(
     name: str, spec: dict, out: str, cfg: dict | None = None, record: str | None = None
 ) -> dict:
-    """Compute aggregate `name` from `spec`, write `out` and, when given, its input `record`
-    (see core.write_input_record)."""
+    """Compute aggregate `name` from `spec` and write `out`. `record`, when given, is the job's
+    input record (written before by the `record` rule, core.write_input_record): only its name
+    is checked here."""
     agg = get(name)
     if record:
         check_record_name(record, name)
@@ -56,8 +56,6 @@ def run_aggregate(
         {"meta": results_meta(cfg or spec.get("config", {}), {"aggregate": name}), "data": data},
     )
     log.info("wrote %s", out)
-    if record:
-        write_input_record(record, name, out, data)
     return data
 
 
