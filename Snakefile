@@ -6,8 +6,8 @@ import sys
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
 
 from nlaprobe.config import workflow_config
-from nlaprobe.plan import AGGREGATES, Plan, to_json
-from nlaprobe.constants import FIGURES
+from nlaprobe.aggregates import figure_names, names as aggregate_names
+from nlaprobe.plan import Plan, config_json, shard_count, shard_folder, to_json
 from nlaprobe.quarantine import release_from_storage
 
 # `--configfile X.yaml` replaces the embedded default; `--config k=v` refines whichever config
@@ -52,6 +52,7 @@ wildcard_constraints:
     dst="|".join(P.families),
     n=r"\d+",
     stag=r"[0-9a-f]{10}",
+    itag=r"[0-9a-f]{10}",
     name=r"[a-z_]+",
 
 

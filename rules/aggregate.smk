@@ -1,23 +1,26 @@
-# Every aggregate results/<name>.json (E1-E8: fve_baseline, quote_ablation, verbatim, redaction,
-# best_of_n, layers, transfer_matrix, ridge_scaling), one rule each, named after its output. Each
-# reads the files Plan.aggregate_spec lists (job-local copies) and its stamp of own parameters,
-# and also writes its input record (Plan.aggregate_record), whose tagged name makes a changed
-# input set a missing output even without Snakemake's metadata.
+# Every aggregate results/<name>.json, one rule each, named after its output: one per module of
+# nlaprobe.aggregates (E1-E8). Each reads the files Plan.aggregate_spec lists and its stamp of own
+# parameters, and its input record (Plan.aggregate_record, rule `record`), whose tagged name makes
+# a changed input set a job to run even without Snakemake's metadata. The job plans its spec
+# again from the config and the DAG's identity specs, and finds its inputs under one folder
+# (Plan.aggregate_root: "" locally, the local copies under remote storage): its command does
+# not grow with the shards.
 
-for _name in AGGREGATES:
+for _name in aggregate_names():
 
     rule:
         name:
             _name
         input:
-            P.aggregate_inputs(_name),
-        output:
-            json=f"results/{_name}.json",
+            files=P.aggregate_inputs(_name),
             record=P.aggregate_record(_name),
+        output:
+            P.aggregate_file(_name),
         params:
             name=_name,
-            spec=P.aggregate_spec_param(_name),
-            config=to_json(config),
+            config=config_json(config),
+            identity=to_json(P.identity()),
+            root=P.aggregate_root_param(_name),
         log:
             f"logs/{_name}.log",
         benchmark:
@@ -28,9 +31,9 @@ for _name in AGGREGATES:
         conda:
             "../envs/cpu.yaml"
         shell:
-            "python -m nlaprobe aggregate {params.name} --spec {params.spec:q}"
-            " --config {params.config:q} --out {output.json:q} --record {output.record:q}"
-            " > {log:q} 2>&1"
+            "python -m nlaprobe aggregate {params.name} --config {params.config:q}"
+            " --identity {params.identity:q} --root={params.root:q}"
+            " --out {output:q} --record {input.record:q} > {log:q} 2>&1"
 
 
 rule stamp:
@@ -49,3 +52,21 @@ rule stamp:
         "../envs/cpu.yaml"
     shell:
         "python -m nlaprobe stamp --params {params.stamp:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule record:
+    output:
+        "results/.inputs/{name}-{itag}.json",
+    params:
+        record=lambda w: to_json(P.record_params_for(w.name, w.itag)),
+    log:
+        "logs/record/{name}-{itag}.log",
+    benchmark:
+        "benchmarks/rules/record/{name}-{itag}.tsv"
+    resources:
+        mem_mb=500,
+        runtime=5,
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "python -m nlaprobe record --params {params.record:q} --out {output:q} > {log:q} 2>&1"

@@ -19,7 +19,7 @@ rule build_demo:
     resources:
         mem_mb=P.job_resource("build_demo", "mem_mb"),
         runtime=P.job_resource("build_demo", "runtime"),
-        gpu=P.gpus(),
+        gpu=0,
     conda:
         "../envs/cpu.yaml"
     shell:

@@ -26,7 +26,7 @@ rule extract:
         runtime=P.job_resource("extract", "runtime"),
         gpu=P.gpus(),
     conda:
-        "../envs/cpu.yaml"
+        P.model_env
     shell:
         "python -m nlaprobe --threads {threads} extract --checkpoint {params.checkpoint:q} --params {params.extract:q}"
         " --corpus {input.corpus:q} --out {output.acts:q} --positions={params.positions:q}"

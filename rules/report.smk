@@ -8,7 +8,8 @@ rule report:
     output:
         html="results/report.html",
         figures=[
-            report(f"results/figures/{fig}.png", category="Figures") for fig in FIGURES
+            report(f"results/figures/{fig}.png", category="Figures")
+            for fig in figure_names()
         ],
     params:
         inputs=lambda w, input: to_json(list(input)),

@@ -1,5 +1,7 @@
 # E8: kernel ridge between the families' vectors (unit-normalised), trained on n aligned pairs of
 # the ridge split, evaluated on the eval split; one job per (direction, n), every kernel in it.
+# The job gets each shard list as its folder and the shard count (nlaprobe.plan.shard_folder,
+# checked against Snakemake's input), so its command does not grow with the shards.
 
 
 rule ridge:
@@ -11,6 +13,12 @@ rule ridge:
     params:
         ridge=lambda w: P.ridge_job(w.rtag, w.src, w.dst, int(w.n))["params"],
         device=P.device,
+        src_ridge=lambda w, input: shard_folder(input.src_ridge),
+        dst_ridge=lambda w, input: shard_folder(input.dst_ridge),
+        src_eval=lambda w, input: shard_folder(input.src_eval),
+        dst_eval=lambda w, input: shard_folder(input.dst_eval),
+        n_ridge=lambda w, input: shard_count(input.src_ridge, input.dst_ridge),
+        n_eval=lambda w, input: shard_count(input.src_eval, input.dst_eval),
     log:
         "logs/ridge/ridge-{rtag}/{src}_to_{dst}/n-{n}.log",
     benchmark:
@@ -22,10 +30,11 @@ rule ridge:
         runtime=P.job_resource("ridge", "runtime"),
         gpu=P.gpus(),
     conda:
-        "../envs/cpu.yaml"
+        P.model_env
     shell:
         "python -m nlaprobe --threads {threads} ridge --n {wildcards.n} --params {params.ridge:q}"
-        " --src-ridge {input.src_ridge:q} --dst-ridge {input.dst_ridge:q}"
-        " --src-eval {input.src_eval:q} --dst-eval {input.dst_eval:q}"
+        " --src-ridge {params.src_ridge:q} --dst-ridge {params.dst_ridge:q}"
+        " --src-eval {params.src_eval:q} --dst-eval {params.dst_eval:q}"
+        " --ridge-shards {params.n_ridge} --eval-shards {params.n_eval}"
         " --out-json {output.json:q} --out-npz {output.npz:q} --device {params.device}"
         " > {log:q} 2>&1"

@@ -33,7 +33,7 @@ rule score:
         runtime=P.job_resource("score", "runtime"),
         gpu=P.gpus(),
     conda:
-        "../envs/cpu.yaml"
+        P.model_env
     shell:
         "python -m nlaprobe --threads {threads} score --checkpoint {params.checkpoint:q}"
         " --decodes {input.decodes:q} --gold {input.gold:q} --variant {wildcards.variant}"

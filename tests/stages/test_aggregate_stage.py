@@ -3,7 +3,6 @@ score and gold shards: exit codes, the results JSON, and clean errors that leave
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -70,6 +69,13 @@ def write_cell(root: Path, av: str, ar: str, seed: int, all_fail: bool) -> dict:
     return out
 
 
+def spec_file(spec: dict, tmp_path: Path) -> str:
+    """The spec as a file, as `aggregate --spec-file` reads it (a hand-made spec)."""
+    path = tmp_path / "spec.json"
+    path.write_text(to_json(spec))
+    return str(path)
+
+
 @pytest.fixture
 def spec(tmp_path) -> dict:
     """A transfer-matrix spec whose gemma AV wrote no explanation tags."""
@@ -91,7 +97,14 @@ CONFIG = {"run": {"seed": 42, "device": "cpu"}, "metrics": {"n_boot": 20}, "fami
 
 def test_aggregate_cli_writes_the_results_json(spec, tmp_path):
     out = tmp_path / "results" / "transfer_matrix.json"
-    args = ["--spec", to_json(spec), "--config", to_json(CONFIG), "--out", str(out)]
+    args = [
+        "--spec-file",
+        spec_file(spec, tmp_path),
+        "--config",
+        to_json(CONFIG),
+        "--out",
+        str(out),
+    ]
     proc = nlaprobe("aggregate", "transfer_matrix", *args)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(out.read_text())
@@ -111,7 +124,9 @@ def test_aggregate_cli_writes_the_results_json(spec, tmp_path):
     assert json.loads(out.read_text())["data"] == data
 
     base = tmp_path / "results" / "fve_baseline.json"
-    proc = nlaprobe("aggregate", "fve_baseline", "--spec", to_json(spec), "--out", str(base))
+    proc = nlaprobe(
+        "aggregate", "fve_baseline", "--spec-file", spec_file(spec, tmp_path), "--out", str(base)
+    )
     assert proc.returncode == 0, proc.stderr
     fams = json.loads(base.read_text())["data"]["families"]
     assert fams["qwen"]["fve_own"]["value"] is not None
@@ -121,17 +136,21 @@ def test_aggregate_cli_writes_the_results_json(spec, tmp_path):
 def test_aggregate_cli_error_names_the_file_and_writes_nothing(spec, tmp_path):
     spec["cells"]["qwen__gemma"]["gold"][1] = str(tmp_path / "missing-gold.parquet")
     out = tmp_path / "results" / "transfer_matrix.json"
-    proc = nlaprobe("aggregate", "transfer_matrix", "--spec", to_json(spec), "--out", str(out))
+    proc = nlaprobe(
+        "aggregate", "transfer_matrix", "--spec-file", spec_file(spec, tmp_path), "--out", str(out)
+    )
     assert proc.returncode == 2
     assert "missing-gold.parquet" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
 
 
 def test_aggregate_cli_rejects_bad_json(tmp_path):
+    bad = tmp_path / "spec.json"
+    bad.write_text("{not json")
     proc = nlaprobe(
-        "aggregate", "fve_baseline", "--spec", "{not json", "--out", str(tmp_path / "x")
+        "aggregate", "fve_baseline", "--spec-file", str(bad), "--out", str(tmp_path / "x")
     )
-    assert proc.returncode == 2 and "--spec" in proc.stderr
+    assert proc.returncode == 2 and "--spec" in proc.stderr and str(bad) in proc.stderr
     assert not (tmp_path / "x").exists()
 
 
@@ -146,37 +165,47 @@ def test_stamp_cli_writes_its_parameters(tmp_path):
     assert [p.name for p in out.parent.iterdir()] == [out.name]
 
 
-def test_aggregate_cli_writes_its_input_record_and_drops_the_stale_ones(spec, tmp_path):
-    """The record is written with the result; the aggregate's records of other input sets go
-    (a config switched back to one of them must rerun), other aggregates' records stay."""
-    out = tmp_path / "results" / "transfer_matrix.json"
+def test_record_cli_writes_the_record_and_drops_the_stale_ones(tmp_path):
+    """The `record` rule's command: the record names its aggregate, tag and input count; the
+    aggregate's records of other input sets go (a config switched back to one of them must
+    rerun), other aggregates' records and files that are not records stay."""
     records = tmp_path / "results" / ".inputs"
     records.mkdir(parents=True)
     stale = records / "transfer_matrix-aaaaaaaaaa.json"
     other = records / "fve_baseline-aaaaaaaaaa.json"
-    for p in (stale, other):
+    note = records / "transfer_matrix-notes.json"
+    for p in (stale, other, note):
         p.write_text("{}")
     record = records / "transfer_matrix-0123456789.json"
-    proc = nlaprobe(
-        "aggregate", "transfer_matrix", "--spec", to_json(spec), "--out", str(out),
-        "--record", str(record),
-    )  # fmt: skip
+    params = to_json({"name": "transfer_matrix", "n_inputs": 7})
+    proc = nlaprobe("record", "--params", params, "--out", str(record))
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in records.iterdir()) == sorted([record.name, other.name])
-    data = json.loads(out.read_text())["data"]
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    assert {k: v for k, v in read_json(record).items() if k != DIGEST_KEY} == {
+    assert sorted(p.name for p in records.iterdir()) == sorted([record.name, other.name, note.name])
+    doc = read_json(record)
+    assert {k: doc[k] for k in ("aggregate", "inputs_tag", "n_inputs")} == {
         "aggregate": "transfer_matrix",
-        "result": str(out),
-        "data_sha256": hashlib.sha256(blob.encode()).hexdigest(),
+        "inputs_tag": "0123456789",
+        "n_inputs": 7,
     }
+
+
+def test_record_cli_refuses_bad_params_and_writes_nothing(tmp_path):
+    record = tmp_path / "transfer_matrix-0123456789.json"
+    for params in ("{not json", to_json({"name": "transfer_matrix"})):
+        proc = nlaprobe("record", "--params", params, "--out", str(record))
+        assert proc.returncode == 2 and "--params" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr and not record.exists()
+    params = to_json({"name": "fve_baseline", "n_inputs": 1})
+    proc = nlaprobe("record", "--params", params, "--out", str(record))
+    assert proc.returncode == 2 and "fve_baseline-<tag>.json" in proc.stderr
+    assert not record.exists()
 
 
 def test_aggregate_cli_refuses_a_record_of_another_aggregate(spec, tmp_path):
     out = tmp_path / "results" / "transfer_matrix.json"
     record = tmp_path / "results" / ".inputs" / "fve_baseline-0123456789.json"
     proc = nlaprobe(
-        "aggregate", "transfer_matrix", "--spec", to_json(spec), "--out", str(out),
+        "aggregate", "transfer_matrix", "--spec-file", spec_file(spec, tmp_path), "--out", str(out),
         "--record", str(record),
     )  # fmt: skip
     assert proc.returncode == 2

@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,7 +160,16 @@ def score(
     ]
 
 
-def ridge(w: World, out: Path, **params) -> list[str]:
+def ridge_shard(w: World) -> Path:
+    """The activation shard as the ridge stage reads it: shard-00000.parquet of a folder."""
+    path = w.root / "ridge-acts" / "shard-00000.parquet"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(w.acts, path)
+    return path
+
+
+def ridge(w: World, out: Path, *, acts: Path | None = None, **params) -> list[str]:
     p = {
         "kernels": ["linear"],
         "rbf_gammas": [1.0],
@@ -167,28 +178,44 @@ def ridge(w: World, out: Path, **params) -> list[str]:
         "seed": 42,
         **params,
     }
-    shards = [str(w.acts)]
+    folder = str((acts or ridge_shard(w)).parent)
     return [
         "ridge",
         *("--n", "4", "--params", json.dumps(p)),
-        *("--src-ridge", *shards, "--dst-ridge", *shards),
-        *("--src-eval", *shards, "--dst-eval", *shards),
+        *("--src-ridge", folder, "--dst-ridge", folder, "--ridge-shards", "1"),
+        *("--src-eval", folder, "--dst-eval", folder, "--eval-shards", "1"),
         *("--out-json", str(out), "--out-npz", str(out.with_suffix(".npz"))),
     ]
 
 
-def aggregate(w: World, out: Path, *, sidecar: dict | None = None, scores=None) -> list[str]:
+def aggregate(
+    w: World,
+    out: Path,
+    *,
+    sidecar: dict | None = None,
+    scores=None,
+    gold=None,
+    sidecar_path: Path | None = None,
+) -> list[str]:
+    """The aggregate stage on a hand-made spec (`--spec-file`, written beside the world's
+    inputs, not beside the output)."""
     spec = {
         "families": ["qwen"],
         "metrics": {"n_boot": 10, "alpha": 0.05, "null_seed": 0},
         "train_var": {"qwen": None},
-        "cells": {"qwen__qwen": {"scores": [str(scores or w.scores)], "gold": [str(w.acts)]}},
+        "cells": {
+            "qwen__qwen": {"scores": [str(scores or w.scores)], "gold": [str(gold or w.acts)]}
+        },
     }
     if sidecar is not None:
-        path = w.root / "side.nla_meta.yaml"
-        path.write_text(yaml.safe_dump(sidecar), encoding="utf-8")
-        spec["alignment_sidecars"] = [str(path)]
-    return ["aggregate", "fve_baseline", "--spec", json.dumps(spec), "--out", str(out)]
+        sidecar_path = w.root / "side.nla_meta.yaml"
+        sidecar_path.write_text(yaml.safe_dump(sidecar), encoding="utf-8")
+    if sidecar_path is not None:
+        spec["alignment_sidecars"] = [str(sidecar_path)]
+    fd, spec_file = tempfile.mkstemp(prefix="spec-", suffix=".json", dir=w.root)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(spec, f)
+    return ["aggregate", "fve_baseline", "--spec-file", spec_file, "--out", str(out)]
 
 
 def set_key(dotted: str, value) -> Callable[[dict], None]:
@@ -408,10 +435,7 @@ def damaged_sidecar(w: World, tmp_path: Path) -> Path:
 
 
 def aggregate_with_sidecar(w: World, out: Path, sidecar: Path) -> list[str]:
-    args = aggregate(w, out)
-    spec = json.loads(args[3])
-    spec["alignment_sidecars"] = [str(sidecar)]
-    return [*args[:3], json.dumps(spec), *args[4:]]
+    return aggregate(w, out, sidecar_path=sidecar)
 
 
 # (id, the input damaged, argv builder (world, out, damaged input) -> argv)
@@ -448,16 +472,14 @@ DAMAGED: list[tuple[str, Callable[[World], Path], Callable[[World, Path, Path], 
     ),
     (
         "ridge-activations",
-        lambda w: w.acts,
-        lambda w, o, bad: [str(bad) if a == str(w.acts) else a for a in ridge(w, o)],
+        ridge_shard,
+        lambda w, o, bad: ridge(w, o, acts=bad),
     ),
     ("aggregate-scores", lambda w: w.scores, lambda w, o, bad: aggregate(w, o, scores=bad)),
     (
         "aggregate-gold",
         lambda w: w.acts,
-        lambda w, o, bad: [
-            a.replace(json.dumps(str(w.acts)), json.dumps(str(bad))) for a in aggregate(w, o)
-        ],
+        lambda w, o, bad: aggregate(w, o, gold=bad),
     ),
 ]
 
@@ -469,8 +491,7 @@ def test_damaged_input_exits_2_naming_it_and_is_set_aside(
     monkeypatch.chdir(tmp_path)  # no .snakemake/ here: nothing recorded, only set aside
     bad = damaged(world, tmp_path, source(world))
     out = tmp_path / "out" / "shard-00000.parquet"
-    args = build(world, out, bad)
-    assert str(bad) in " ".join(args)
+    args = build(world, out, bad)  # reads `bad` (on the command line, in a spec file or folder)
     caplog.set_level(logging.INFO)
     assert main(args) == 2
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]

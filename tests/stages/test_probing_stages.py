@@ -23,11 +23,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from nlaprobe import constants as C
-from nlaprobe.aggregate import Scored, fidelity, run_aggregate, shuffled_null_fve
+from nlaprobe.aggregates import figure_names
+from nlaprobe.aggregates.core import Scored, fidelity, shuffled_null_fve
+from nlaprobe.aggregates.stage import run_aggregate
 from nlaprobe.decode import decode_table
 from nlaprobe.errors import ConfigError, DataError
 from nlaprobe.io import DIGEST_KEY, read_json, vectors_to_arrow, write_json, write_table
-from nlaprobe.plan import to_json
+from nlaprobe.plan import shard_folder, to_json
 from nlaprobe.redact import REDACT_META_KEY
 from nlaprobe.ridge_stage import RidgeParams, ridge_stage
 
@@ -277,7 +279,7 @@ def test_ridge_stage_rejects_a_training_size_below_one(tmp_path, n):
 
 
 def ridge_args(pairs: Pairs, out: Path, n: int, params: dict) -> list[str]:
-    """The command line of rules/ridge.smk."""
+    """The command line of rules/ridge.smk: each shard list as its folder, and the counts."""
     return [
         "--threads",
         "1",
@@ -287,13 +289,17 @@ def ridge_args(pairs: Pairs, out: Path, n: int, params: dict) -> list[str]:
         "--params",
         to_json(params),
         "--src-ridge",
-        *pairs.paths["src_ridge"],
+        shard_folder(pairs.paths["src_ridge"]),
         "--dst-ridge",
-        *pairs.paths["dst_ridge"],
+        shard_folder(pairs.paths["dst_ridge"]),
         "--src-eval",
-        *pairs.paths["src_eval"],
+        shard_folder(pairs.paths["src_eval"]),
         "--dst-eval",
-        *pairs.paths["dst_eval"],
+        shard_folder(pairs.paths["dst_eval"]),
+        "--ridge-shards",
+        str(len(pairs.paths["src_ridge"])),
+        "--eval-shards",
+        str(len(pairs.paths["src_eval"])),
         "--out-json",
         str(out / f"n-{n}.json"),
         "--out-npz",
@@ -492,10 +498,10 @@ def test_report_cli_writes_html_and_every_figure(tmp_path):
     assert "E1 baseline: greedy AV → own AR" in page and "E7 transfer matrix" in page
     assert f"{fid['alphafam']['fve_own']['value']:.3f}" in page
     assert "0.250 characters over 12 rows" in page
-    assert sorted(p.name for p in figs.iterdir()) == sorted(f"{f}.png" for f in C.FIGURES)
-    for f in C.FIGURES:
+    assert sorted(p.name for p in figs.iterdir()) == sorted(f"{f}.png" for f in figure_names())
+    for f in figure_names():
         assert (figs / f"{f}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert page.count("data:image/png;base64,") == len(C.FIGURES)
+    assert page.count("data:image/png;base64,") == len(figure_names())
 
 
 def test_report_cli_missing_input_exits_2_and_writes_no_html(tmp_path):
@@ -630,7 +636,7 @@ def test_redact_cli_unknown_variant_is_a_clean_exit_2(decodes, tmp_path):
 
 def test_aggregate_cli_unknown_name_lists_the_valid_ones(tmp_path):
     out = tmp_path / "results" / "no_such.json"
-    proc = nlaprobe("aggregate", "no_such", "--spec", "{}", "--out", str(out))
+    proc = nlaprobe("aggregate", "no_such", "--config", "{}", "--out", str(out))
     assert proc.returncode == 2
     assert "unknown aggregate 'no_such'" in proc.stderr
     for name in ("fve_baseline", "transfer_matrix", "ridge_scaling"):

@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from nlaprobe import decode as D
-from nlaprobe.aggregate import fidelity, load_scored
+from nlaprobe.aggregates.core import fidelity, load_scored
 from nlaprobe.checkpoints import load_av, resolve_source
 from nlaprobe.io import read_table, table_meta, write_table
 from nlaprobe.score import score_shard

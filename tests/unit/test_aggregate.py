@@ -13,7 +13,9 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from nlaprobe import aggregate as A
+from nlaprobe.aggregates import core as A
+from nlaprobe.aggregates import fve_baseline, transfer_matrix
+from nlaprobe.aggregates.stage import run_aggregate
 from nlaprobe.errors import ConfigError, DataError
 from nlaprobe.io import vectors_to_arrow, write_table
 
@@ -351,7 +353,7 @@ def test_a_single_scored_row_gives_null_fve_not_a_crash(tmp_path):
         "train_var": {"f": None},
         "cells": {"f__f": c.inputs},
     }
-    cell = A.transfer_matrix(spec)["cells"]["f__f"]
+    cell = transfer_matrix.compute(spec)["cells"]["f__f"]
     assert (cell["n"], cell["n_rows"], cell["tag_failures"]) == (1, 11, 10)
     assert cell["fve_own"]["value"] is None and cell["null_fve_own"] is None
 
@@ -403,7 +405,7 @@ def config() -> dict:
 
 def test_fve_baseline_structure(tmp_path):
     spec = two_family_spec(tmp_path)
-    data = A.fve_baseline(spec)
+    data = fve_baseline.compute(spec)
     assert set(data) == {"families"}
     assert list(data["families"]) == ["p", "q"]
     p, q = data["families"]["p"], data["families"]["q"]
@@ -421,7 +423,7 @@ def test_fve_baseline_structure(tmp_path):
 def test_transfer_matrix_structure(tmp_path):
     spec = two_family_spec(tmp_path)
     spec = {**spec, "alignment": A.alignment_summary(spec["alignment_sidecars"])}
-    data = A.transfer_matrix(spec)
+    data = transfer_matrix.compute(spec)
     assert set(data) == {"families", "matrix", "nulls", "cells", "alignment"}
     assert data["families"] == ["p", "q"]
     assert set(data["cells"]) == {"p__p", "p__q", "q__p", "q__q"}
@@ -445,7 +447,7 @@ def test_transfer_matrix_structure(tmp_path):
 
 
 def test_transfer_matrix_with_an_av_that_wrote_no_tags(tmp_path):
-    data = A.transfer_matrix(two_family_spec(tmp_path, fail="q"))
+    data = transfer_matrix.compute(two_family_spec(tmp_path, fail="q"))
     for ar in ("p", "q"):
         c = data["cells"][f"q__{ar}"]
         assert c["fve_own"]["value"] is None and c["null_fve_own"] is None
@@ -461,7 +463,7 @@ def test_run_aggregate_writes_meta_and_data_atomically(tmp_path):
     first = {}
     for name in ("fve_baseline", "transfer_matrix"):
         out = out_dir / f"{name}.json"
-        data = A.run_aggregate(name, spec, str(out), config())
+        data = run_aggregate(name, spec, str(out), config())
         doc = json.loads(out.read_text())
         assert set(doc) == {"meta", "data"}
         assert doc["data"] == json.loads(json.dumps(data))
@@ -486,7 +488,7 @@ def test_run_aggregate_writes_meta_and_data_atomically(tmp_path):
     # two runs give identical data (meta may differ: created_at)
     for name in first:
         out = out_dir / f"{name}.json"
-        A.run_aggregate(name, spec, str(out), config())
+        run_aggregate(name, spec, str(out), config())
         assert json.loads(out.read_text())["data"] == first[name]
 
     # a failing run leaves the previous result untouched and no temporary file behind
@@ -496,10 +498,10 @@ def test_run_aggregate_writes_meta_and_data_atomically(tmp_path):
         "cells": {**spec["cells"], "q__p": {"scores": ["nope.parquet"], "gold": ["g"]}},
     }
     with pytest.raises(DataError, match="nope.parquet"):
-        A.run_aggregate("transfer_matrix", broken, str(out_dir / "transfer_matrix.json"), config())
+        run_aggregate("transfer_matrix", broken, str(out_dir / "transfer_matrix.json"), config())
     assert (out_dir / "transfer_matrix.json").read_bytes() == before
     with pytest.raises(DataError):
-        A.run_aggregate("transfer_matrix", broken, str(out_dir / "new.json"), config())
+        run_aggregate("transfer_matrix", broken, str(out_dir / "new.json"), config())
     assert sorted(p.name for p in out_dir.iterdir()) == [
         "fve_baseline.json",
         "transfer_matrix.json",
@@ -508,7 +510,7 @@ def test_run_aggregate_writes_meta_and_data_atomically(tmp_path):
 
 def test_run_aggregate_rejects_an_unknown_name(tmp_path):
     with pytest.raises(ConfigError, match="unknown aggregate 'centred_eval'; valid: .*layers"):
-        A.run_aggregate("centred_eval", {}, str(tmp_path / "x.json"), config())
+        run_aggregate("centred_eval", {}, str(tmp_path / "x.json"), config())
     assert not (tmp_path / "x.json").exists()
 
 

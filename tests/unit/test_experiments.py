@@ -1,6 +1,7 @@
-"""Aggregates E2-E6 (nlaprobe.experiments) on activation, decode and score shards written by hand:
-every figure against an independent numpy computation or a hand count, intervals that hold their
-point estimate, and deterministic output."""
+"""Aggregates E2-E6 (nlaprobe.aggregates: quote_ablation, verbatim, redaction, best_of_n,
+layers) on activation, decode and score shards written by hand: every figure against an
+independent numpy computation or a hand count, intervals that hold their point estimate, and
+deterministic output."""
 
 from __future__ import annotations
 
@@ -15,9 +16,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from nlaprobe import experiments as E
+from nlaprobe import aggregates as AG
 from nlaprobe import spans
-from nlaprobe.aggregate import Rows
+from nlaprobe.aggregates import best_of_n as E5
+from nlaprobe.aggregates import layers as E6
+from nlaprobe.aggregates import quote_ablation as E2
+from nlaprobe.aggregates import redaction as E4
+from nlaprobe.aggregates import verbatim as E3
+from nlaprobe.aggregates.core import Rows, paired_fve_diff
 from nlaprobe.decode import decode_table
 from nlaprobe.errors import DataError
 from nlaprobe.io import read_table, vectors_to_arrow, write_table
@@ -315,7 +321,7 @@ def test_paired_fve_diff_by_hand():
         ["d0", "d0", "d1", "d2", "d3", "d3"],
         err={3},
     )
-    out = E.paired_fve_diff(a, b, spec)
+    out = paired_fve_diff(a, b, spec)
     # shared scored rows: (0,0), (0,1), (1,3); b's rows 1, 0, 5
     var = var_np(gb[[1, 0, 5]])
     want = ((0.5 + 0.8 + 0.6) / 3 - (0.4 + 0.6 + 0.2) / 3) / var
@@ -327,9 +333,9 @@ def test_paired_fve_diff_by_hand():
     # b's Var, not a's, is the denominator
     assert out["value"] != pytest.approx((0.7 / 3) / var_np(ga[[0, 1, 5]]), rel=1e-6)
     # the reverse direction is the negative, with a's Var
-    rev = E.paired_fve_diff(b, a, spec)
+    rev = paired_fve_diff(b, a, spec)
     assert rev["value"] == pytest.approx(-(0.7 / 3) / var_np(ga[[0, 1, 5]]), rel=1e-9)
-    assert E.paired_fve_diff(a, b, spec) == out
+    assert paired_fve_diff(a, b, spec) == out
     assert out["train"] is None  # no training Var in this spec
 
 
@@ -339,7 +345,7 @@ def test_paired_fve_diff_gives_the_fve_train_difference_by_hand():
     a = rows_of(keys, [0.10, 0.20, 0.30, 0.40], g, docs)
     b = rows_of(keys, [0.30, 0.30, 0.50, 0.20], g, docs)
     spec = {"metrics": METRICS, "train_var": {"f": 0.25, "other": None}}
-    out = E.paired_fve_diff(a, b, spec, "f")
+    out = paired_fve_diff(a, b, spec, "f")
     # by hand: mean nmse_a = 1.0 / 4 = 0.25, mean nmse_b = 1.3 / 4 = 0.325;
     # fve_train_a - fve_train_b = (1 - 0.25 / 0.25) - (1 - 0.325 / 0.25) = 0.075 / 0.25 = 0.3
     t = out["train"]
@@ -353,8 +359,8 @@ def test_paired_fve_diff_gives_the_fve_train_difference_by_hand():
     assert t["hi"] == pytest.approx(out["hi"] * var / 0.25, rel=1e-9)
     assert t["lo"] <= t["value"] <= t["hi"]
     # no family, or a family without a training Var: no train entry
-    assert E.paired_fve_diff(a, b, spec)["train"] is None
-    assert E.paired_fve_diff(a, b, spec, "other")["train"] is None
+    assert paired_fve_diff(a, b, spec)["train"] is None
+    assert paired_fve_diff(a, b, spec, "other")["train"] is None
 
 
 def test_paired_fve_diff_needs_two_shared_rows():
@@ -362,7 +368,7 @@ def test_paired_fve_diff_needs_two_shared_rows():
     spec = {"metrics": METRICS}
     a = rows_of([(0, 0), (0, 1), (0, 2)], [0.1, 0.2, 0.3], g, ["a", "b", "c"], tag={1})
     b = rows_of([(0, 0), (0, 1), (0, 3)], [0.4, 0.5, 0.6], g, ["a", "b", "c"])
-    assert E.paired_fve_diff(a, b, spec) == {
+    assert paired_fve_diff(a, b, spec) == {
         "value": None,
         "lo": None,
         "hi": None,
@@ -370,10 +376,10 @@ def test_paired_fve_diff_needs_two_shared_rows():
         "var": None,
         "train": None,
     }
-    with_train = E.paired_fve_diff(a, b, {**spec, "train_var": {"f": 0.5}}, "f")
+    with_train = paired_fve_diff(a, b, {**spec, "train_var": {"f": 0.5}}, "f")
     assert with_train["train"] == {"value": None, "lo": None, "hi": None, "n": 1, "var_train": 0.5}
     c = rows_of([(1, 0), (1, 1)], [0.1, 0.2], g[:2], ["a", "b"])
-    assert E.paired_fve_diff(a, c, spec)["n"] == 0
+    assert paired_fve_diff(a, c, spec)["n"] == 0
 
 
 def test_paired_fve_diff_with_sample_matches_samples_too():
@@ -381,10 +387,10 @@ def test_paired_fve_diff_with_sample_matches_samples_too():
     spec = {"metrics": METRICS}
     a = rows_of([(0, 0, 1), (0, 1, 0), (0, 2, 0)], [0.1, 0.2, 0.3], g, ["a", "b", "c"])
     b = rows_of([(0, 0, 0), (0, 1, 0), (0, 2, 0)], [0.5, 0.5, 0.9], g, ["a", "b", "c"])
-    by_row = E.paired_fve_diff(a, b, spec)
+    by_row = paired_fve_diff(a, b, spec)
     assert by_row["n"] == 3
     assert by_row["value"] == pytest.approx((1.9 / 3 - 0.6 / 3) / var_np(g), rel=1e-9)
-    by_sample = E.paired_fve_diff(a, b, spec, with_sample=True)
+    by_sample = paired_fve_diff(a, b, spec, with_sample=True)
     assert by_sample["n"] == 2
     assert by_sample["value"] == pytest.approx((1.4 / 2 - 0.5 / 2) / var_np(g[1:]), rel=1e-9)
 
@@ -425,30 +431,30 @@ def picked(rows: Rows) -> dict:
 
 def test_select_best_by_hand():
     rows = sample_rows()
-    assert picked(E.select_best(rows, 1)) == {
+    assert picked(E5.select_best(rows, 1)) == {
         (0, 0): (0, True, 0.9),
         (0, 1): (0, False, None),
         (1, 0): (0, False, None),
         (1, 1): (0, True, 0.5),
     }
-    assert picked(E.select_best(rows, 2)) == {
+    assert picked(E5.select_best(rows, 2)) == {
         (0, 0): (1, True, 0.4),
         (0, 1): (1, True, 0.7),
         (1, 0): (0, False, None),  # both first samples failed: still a failure
         (1, 1): (0, True, 0.5),
     }
-    assert picked(E.select_best(rows, 3)) == {
+    assert picked(E5.select_best(rows, 3)) == {
         (0, 0): (2, True, 0.1),
         (0, 1): (2, True, 0.3),
         (1, 0): (2, True, 0.2),
         (1, 1): (0, True, 0.5),  # 0.5 < 0.6; the errored sample 1 never wins
     }
-    assert picked(E.select_best(rows, 10)) == picked(E.select_best(rows, 3))
+    assert picked(E5.select_best(rows, 10)) == picked(E5.select_best(rows, 3))
 
 
 def test_select_best_of_one_is_sample_zero():
     rows = sample_rows()
-    one = E.select_best(rows, 1)
+    one = E5.select_best(rows, 1)
     zero = rows.subset(rows.sample == 0)
     for f in ("shard", "row", "sample", "tag_failure", "decode_error", "gold"):
         np.testing.assert_array_equal(getattr(one, f), getattr(zero, f))
@@ -517,7 +523,7 @@ def qa(tmp_path):
 
 def test_quote_ablation_by_hand(qa):
     fam, sets, spec = qa
-    data = same_twice(E.quote_ablation, spec)
+    data = same_twice(E2.compute, spec)
     conds = data["families"]["f"]["conditions"]
     assert list(conds) == ["greedy", "ban_dq", "ban_dq_sq"]
     # hand counts over the rows with an explanation (6 in each condition)
@@ -571,8 +577,8 @@ def test_quote_ablation_by_hand(qa):
 
 def test_quote_ablation_hatch_subsets(qa):
     fam, sets, spec = qa
-    sq = E.quote_ablation(spec)["families"]["f"]["conditions"]["ban_dq_sq"]
-    assert "hatch_using" not in E.quote_ablation(spec)["families"]["f"]["conditions"]["ban_dq"]
+    sq = E2.compute(spec)["families"]["f"]["conditions"]["ban_dq_sq"]
+    assert "hatch_using" not in E2.compute(spec)["families"]["f"]["conditions"]["ban_dq"]
     using = k0((0, 0), (0, 1), (0, 3), (1, 0))  # corner, em dash, cued paren, italic
     free = k0((0, 2), (1, 3))  # an uncued parenthetical and plain prose
     u, f = sq["hatch_using"], sq["hatch_free"]
@@ -593,7 +599,7 @@ def test_quote_ablation_rejects_decode_shards_that_disagree_on_bans(qa, tmp_path
         "cells": {**spec["cells"], "f/ban_dq": {**cell, "decodes": [cell["decodes"][0], other]}},
     }
     with pytest.raises(DataError, match=r"banned-token count: \[7, 8\]"):
-        E.quote_ablation(bad)
+        E2.compute(bad)
 
 
 def test_explanations_must_hold_every_scored_row(qa, tmp_path):
@@ -612,7 +618,7 @@ def test_explanations_must_hold_every_scored_row(qa, tmp_path):
         },
     }
     with pytest.raises(DataError, match=r"short.parquet: no row 3 sample 0"):
-        E.quote_ablation(bad)
+        E2.compute(bad)
 
 
 # ----------------------------------------------------------------------------- E3 verbatim
@@ -696,7 +702,7 @@ def test_verbatim_hand_runs_are_right():
 
 
 def test_verbatim_by_hand(vb):
-    data = same_twice(E.verbatim, vb)
+    data = same_twice(E3.compute, vb)
     assert (data["threshold"], data["null_seed"]) == (2, METRICS["null_seed"])
     fam = data["families"]["f"]
     assert list(fam) == ["greedy", "ban_dq_sq"]
@@ -755,7 +761,7 @@ def test_verbatim_null_pairs_other_rows(vb):
     assert all(i != j for i, j in enumerate(perm))
     # the null runs differ from the real ones for this crafted set
     null = [run_np(expl[i], ctx[j]) for i, j in enumerate(perm)]
-    data = E.verbatim(vb)["families"]["f"]["greedy"]
+    data = E3.compute(vb)["families"]["f"]["greedy"]
     assert data["null"]["mean"] == pytest.approx(np.mean(null))
     assert data["null"]["mean"] < data["runs"]["mean"]
 
@@ -813,7 +819,7 @@ def test_redaction_span_statistics_by_hand(rd):
         }
         assert len(RD_EXPL[k]) == total
     _, _, spec = rd
-    data = same_twice(E.redaction, spec)
+    data = same_twice(E4.compute, spec)
     assert data["variants"] == list(spans.REDACTION_VARIANTS)
     assert data["span_kinds"] == ["double", "single", "corner"]
     assert data["hatch_kinds"] == ["italic", "paren", "emdash"]
@@ -834,7 +840,7 @@ def test_redaction_span_statistics_by_hand(rd):
 
 def test_redaction_variants_by_hand(rd):
     fam, sets, spec = rd
-    out = E.redaction(spec)["families"]["f"]["variants"]
+    out = E4.compute(spec)["families"]["f"]["variants"]
     assert list(out) == list(RD_VARIANTS)  # in REDACTION_VARIANTS order, only those scored
     ok = [k for k in ALL0 if k[:2] not in ((0, 1), ERROR_ROW)]
     for v in RD_VARIANTS:
@@ -890,7 +896,7 @@ def best_keys(fam, st: ScoredSet, n: int) -> list[tuple]:
 
 def test_best_of_n_by_hand(bo):
     fam, greedy, samples, spec = bo
-    data = same_twice(E.best_of_n, spec)
+    data = same_twice(E5.compute, spec)
     assert data["ns"] == [1, 2]
     f = data["families"]["f"]
     assert f["n_samples"] == 2
@@ -949,7 +955,7 @@ def ly(tmp_path):
 
 def test_layers_by_hand(ly):
     fam, sets, spec = ly
-    data = same_twice(E.layers, spec)
+    data = same_twice(E6.compute, spec)
     f = data["families"]["f"]
     assert f["layer"] == 2 and list(f["adjacent"]) == ["1", "3"]
     g_ok = [k for k in ALL0 if k[:2] not in ((0, 1), ERROR_ROW)]
@@ -1066,7 +1072,7 @@ def write_hand_layers(root: Path, v1=HAND_V1) -> dict:
 
 def test_layers_headline_is_v_k_against_itself_by_hand(tmp_path):
     spec = write_hand_layers(tmp_path)
-    f = E.layers(spec)["families"]["f"]
+    f = E6.compute(spec)["families"]["f"]
     a = f["adjacent"]["1"]
     r2 = math.sqrt(2)
     # headline, scored rows 0-2 against v_1: nmse = 2(1 - cos) = 0, 2 - √2 (cos 1/√2), 0;
@@ -1108,7 +1114,7 @@ def test_layers_headline_rejects_inputs_that_disagree(tmp_path):
     with pytest.raises(
         DataError, match=r"acts.parquet: row 1 has an unusable activation_vector_L1"
     ):
-        E.layers(spec)
+        E6.compute(spec)
     # the layer-1 cell reading another document's activations
     spec = write_hand_layers(tmp_path)
     other = tmp_path / "other.parquet"
@@ -1116,17 +1122,15 @@ def test_layers_headline_rejects_inputs_that_disagree(tmp_path):
     write_table(other, t.set_column(0, "doc_id", pa.array(["x0", "x1", "x2", "x3"])))
     spec["cells"]["f/greedy_L1"]["acts"] = [str(other)]
     with pytest.raises(DataError, match=r"other.parquet: row 0 does not hold 'd0'"):
-        E.layers(spec)
+        E6.compute(spec)
 
 
 def test_experiments_registry():
-    assert E.EXPERIMENTS == {
-        "quote_ablation": E.quote_ablation,
-        "verbatim": E.verbatim,
-        "redaction": E.redaction,
-        "best_of_n": E.best_of_n,
-        "layers": E.layers,
-    }
+    """E2-E6 are registered under their names and numbers, each with its module's compute."""
+    for number, module in ((2, E2), (3, E3), (4, E4), (5, E5), (6, E6)):
+        agg = AG.get(module.AGGREGATE.name)
+        assert agg is module.AGGREGATE and agg.compute is module.compute
+        assert agg.experiment == number and agg.heading.startswith(f"E{number} ")
 
 
 def test_layers_skip_rows_whose_adjacent_vector_is_unusable(ly, tmp_path):
@@ -1141,7 +1145,7 @@ def test_layers_skip_rows_whose_adjacent_vector_is_unusable(ly, tmp_path):
     keep = [i for i, k in enumerate(KEYS) if k != ERROR_ROW]
     main = np.concatenate(fam.gold)[keep]
     vk = np.concatenate(fam.layer[1])[keep]
-    a = E.layers(spec)["families"]["f"]["adjacent"]["1"]
+    a = E6.compute(spec)["families"]["f"]["adjacent"]["1"]
     assert a["cos_to_layer"]["n"] == 7
     assert a["cos_to_layer"]["value"] == pytest.approx(cos_np(vk, main).mean(), rel=1e-9)
     assert a["inter_layer_nmse"]["value"] == pytest.approx(nmse_np(vk, main).mean(), rel=1e-9)
@@ -1159,7 +1163,7 @@ def test_a_condition_without_any_explanation_gives_null_figures(tmp_path):
         st = fam.score(cond, status)
         decodes = [write_decodes(tmp_path / f"{cond}-{sh}.parquet", sh, expl) for sh in range(2)]
         cells[f"f/{cond}"] = fam.cell(st, decodes=decodes)
-    sq = E.quote_ablation(spec_of("cells", cells))["families"]["f"]["conditions"]["ban_dq_sq"]
+    sq = E2.compute(spec_of("cells", cells))["families"]["f"]["conditions"]["ban_dq_sq"]
     assert (sq["n"], sq["n_rows"], sq["tag_failures"], sq["decode_errors"]) == (0, 8, 7, 1)
     assert sq["fve_own"] == {"value": None, "lo": None, "hi": None}
     assert sq["share_single_quotes"] == {"value": None, "lo": None, "hi": None, "n": 0}
@@ -1181,7 +1185,7 @@ def test_a_condition_without_any_explanation_gives_null_figures(tmp_path):
             for sh in range(2)
         ]
         sets[f"f/{cond}"] = {"decodes": paths, "acts": acts}
-    vb = E.verbatim(spec_of("sets", sets, settings={"threshold": 2}))["families"]["f"]
+    vb = E3.compute(spec_of("sets", sets, settings={"threshold": 2}))["families"]["f"]
     empty = vb["ban_dq_sq"]
     assert empty["runs"] == {
         "n": 0,

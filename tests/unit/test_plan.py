@@ -826,6 +826,16 @@ def test_decode_env_follows_backend_and_device(backend, device, env):
     assert plan_of("default", mutate).decode_env() == f"../{ENV_FILES[env]}"
 
 
+@pytest.mark.parametrize(("device", "env"), [("cpu", "cpu"), ("cuda", "gpu"), ("auto", "gpu")])
+def test_model_env_follows_the_device(device, env):
+    from nlaprobe.plan import ENV_FILES
+
+    def mutate(raw):
+        raw["run"]["device"] = device
+
+    assert plan_of("default", mutate).model_env() == f"../{ENV_FILES[env]}"
+
+
 def test_env_files_install_the_extras_of_pyproject():
     """Each conda env file installs this repository with the extra of its name (cpu: none), the
     extras exist in pyproject.toml, and the CPU build's env has its post-deploy cleanup."""
@@ -1167,3 +1177,18 @@ def test_input_records_follow_the_aggregates_inputs(name):
         a for a in AGGREGATES if after.aggregate_inputs(a) != before.aggregate_inputs(a)
     }
     assert "verbatim" not in moved and "fve_baseline" in moved
+
+
+def test_record_params_are_given_only_for_the_current_input_record(name):
+    plan = plan_of(name)
+    for agg in AGGREGATES:
+        itag = plan.aggregate_record(agg).removeprefix(f"results/.inputs/{agg}-")
+        itag = itag.removesuffix(".json")
+        assert plan.record_params_for(agg, itag) == {
+            "name": agg,
+            "n_inputs": len(plan.aggregate_inputs(agg)),
+        }
+        with pytest.raises(ConfigError, match="not produced by this config"):
+            plan.record_params_for(agg, "0" * 10 if itag != "0" * 10 else "1" * 10)
+    with pytest.raises(ConfigError, match="unknown aggregate"):
+        plan.record_params_for("no_such", "0123456789")

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from nlaprobe import published as P
-from nlaprobe.aggregate import Scored, fidelity
+from nlaprobe.aggregates.core import Scored, fidelity
+from nlaprobe.aggregates.verbatim import _run_stats
 from nlaprobe.errors import DataError
-from nlaprobe.experiments import _run_stats
 from nlaprobe.plan import AGGREGATES, BAN_CONDITIONS
 from nlaprobe.spans import REDACTION_VARIANTS
 

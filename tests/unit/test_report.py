@@ -356,7 +356,7 @@ def results() -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def page(results) -> str:
-    return R.render_html(results, {name: PNG_MAGIC + name.encode() for name in R.FIGURES})
+    return R.render_html(results, {name: PNG_MAGIC + name.encode() for name in R.figure_names()})
 
 
 def table_rows(page: str) -> list[list[str]]:
@@ -576,20 +576,20 @@ def test_figure_ridge_scaling_lines_per_direction_and_kernel(results):
     assert [ln.get_label() for ln in q2g.lines] == ["linear (match: n = —, never)"]
 
 
-@pytest.mark.parametrize("name", R.FIGURES)
+@pytest.mark.parametrize("name", R.figure_names())
 def test_absent_aggregate_gives_a_placeholder(name):
-    source = R.FIGURE_SOURCES[name]
-    fig = R.FIGURE_FUNCTIONS[name](make_results(without=(source,)))
+    source = R.figure_source(name)
+    fig = R.draw_figure(name, make_results(without=(source,)))
     assert isinstance(fig, Figure)
     (ax,) = fig.axes
     assert texts(ax) == [f"no data: {source} is not among the report inputs"]
     assert not ax.lines and not ax.patches and not ax.images
 
 
-@pytest.mark.parametrize("name", R.FIGURES)
+@pytest.mark.parametrize("name", R.figure_names())
 def test_empty_aggregate_says_no_data(name):
-    empty = {R.FIGURE_SOURCES[name]: {"meta": {}, "data": {}}}
-    fig = R.FIGURE_FUNCTIONS[name](empty)
+    empty = {R.figure_source(name): {"meta": {}, "data": {}}}
+    fig = R.draw_figure(name, empty)
     assert any(t == "no data" for ax in fig.axes for t in texts(ax))
     assert R.figure_png(fig).startswith(PNG_MAGIC)
 
@@ -749,15 +749,15 @@ def test_html_other_experiment_rows(page):
 
 
 def test_html_one_inline_image_per_figure_and_nothing_external(page):
-    assert page.count(IMG) == len(R.FIGURES)
+    assert page.count(IMG) == len(R.figure_names())
     assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", page, flags=re.I)
     assert "<link" not in page and "<script" not in page.lower()
 
 
 def test_html_absent_aggregate_still_shows_its_figure():
     res = make_results(without=("ridge_scaling",))
-    page = R.render_html(res, {n: PNG_MAGIC for n in R.FIGURES})
-    assert page.count(IMG) == len(R.FIGURES)
+    page = R.render_html(res, {n: PNG_MAGIC for n in R.figure_names()})
+    assert page.count(IMG) == len(R.figure_names())
     assert "ridge_scaling.json is not among the report inputs" in page
 
 
@@ -794,10 +794,10 @@ def test_write_report_files_are_complete_atomic_and_deterministic(tmp_path: Path
         fig_dir = tmp_path / run / "figures"
         R.write_report(inputs, str(html_path), str(fig_dir))
         pngs = {p.name: p.read_bytes() for p in sorted(fig_dir.iterdir())}
-        assert sorted(pngs) == sorted(f"{n}.png" for n in R.FIGURES)
+        assert sorted(pngs) == sorted(f"{n}.png" for n in R.figure_names())
         assert all(b.startswith(PNG_MAGIC) for b in pngs.values())
         page = html_path.read_text(encoding="utf-8")
-        assert page.count(IMG) == len(R.FIGURES)
+        assert page.count(IMG) == len(R.figure_names())
         assert sorted(p.name for p in (tmp_path / run).iterdir()) == ["figures", "report.html"]
         outs.append((page, pngs))
     assert outs[0] == outs[1]

@@ -151,16 +151,24 @@ def test_job_request_reads_the_wildcards():
         plan.job_request("corpus", w)
 
 
-def test_an_unknown_checkpoint_needs_its_size():
+def test_an_unknown_checkpoint_needs_its_size(tmp_path, monkeypatch):
+    """A local folder without a config.json of a known architecture: its size must be given."""
+    from nlaprobe import fingerprint
+
+    monkeypatch.setenv(fingerprint.CACHE_ENV, str(tmp_path / "fingerprints.json"))
+    ar = tmp_path / "my-ar"
+    ar.mkdir()
+    (ar / "model.safetensors").write_bytes(b"weights of no known architecture")
+
     def swap(raw):
-        raw["families"]["qwen"]["ar"] = {"path": "/my/ar", "dtype": "float32"}
+        raw["families"]["qwen"]["ar"] = {"path": str(ar), "dtype": "float32"}
 
     plan = plan_of("config", swap)
-    with pytest.raises(ConfigError, match=r"families\.qwen\.ar: .*'/my/ar'.*params_b"):
+    with pytest.raises(ConfigError, match=r"families\.qwen\.ar: .*my-ar.*params_b"):
         plan.score_request("qwen", "greedy")
 
     def sized(raw):
-        raw["families"]["qwen"]["ar"] = {"path": "/my/ar", "dtype": "float32", "params_b": 0.5}
+        raw["families"]["qwen"]["ar"] = {"path": str(ar), "dtype": "float32", "params_b": 0.5}
 
     plan = plan_of("config", sized)
     assert plan.arch("qwen", "ar").params >= 0.5e9

@@ -314,8 +314,9 @@ def test_fs_storage_resume_on_a_fresh_machine(reference, rsync, tmp_path):
     # machine 2: only what is missing from the store runs
     out = snakemake(workdir, TARGET, extra=storage)
     print("  machine 2:\n    " + storage_lines(out))
-    assert job_counts(out) == {"score": 4, "stamp": 1, "transfer_matrix": 1}, out
-    expected = [*score_shards(av=other), PLAN.stamp("transfer_matrix"), TARGET]
+    assert job_counts(out) == {"score": 4, "stamp": 1, "record": 1, "transfer_matrix": 1}, out
+    record = PLAN.aggregate_record("transfer_matrix")
+    expected = [*score_shards(av=other), PLAN.stamp("transfer_matrix"), record, TARGET]
     assert job_outputs(out) == {str(store / rel) for rel in expected}, out
     assert not {*UPSTREAM, "decode"} & set(executed_rules(out)), out
     assert re.search(r"scores/\S+ \(retrieve from storage\)", out), out
@@ -429,8 +430,9 @@ def test_s3_storage_resume_on_a_fresh_machine(reference, moto, tmp_path):
     # machine 2, keeping the local copies to compare them
     out2 = snakemake(workdir, TARGET, extra=(*storage, "--keep-storage-local-copies"), env=env)
     print("  machine 2:\n    " + storage_lines(out2))
-    assert job_counts(out2) == {"score": 2, "stamp": 1, "transfer_matrix": 1}, out2
-    expected = [*score_shards(av=other, shard=last), PLAN.stamp("transfer_matrix"), TARGET]
+    assert job_counts(out2) == {"score": 2, "stamp": 1, "record": 1, "transfer_matrix": 1}, out2
+    record = PLAN.aggregate_record("transfer_matrix")
+    expected = [*score_shards(av=other, shard=last), PLAN.stamp("transfer_matrix"), record, TARGET]
     assert job_outputs(out2) == {f"s3://{BUCKET}/{prefix}/{rel}" for rel in expected}, out2
     assert not {*UPSTREAM, "decode"} & set(executed_rules(out2)), out2
     keys = stored()

@@ -20,8 +20,8 @@ import pytest
 import yaml
 from workflow_common import EVAL, Run, copy_workflow, snakemake, write_config
 
+from nlaprobe.aggregates import figure_names
 from nlaprobe.config import read_config_file, validate_config
-from nlaprobe.constants import FIGURES
 from nlaprobe.plan import AGGREGATES, CONDITIONS, SPLITS, VARIANTS, Plan
 
 NOTHING_TO_DO = "Nothing to be done"
@@ -29,6 +29,13 @@ NOTHING_TO_DO = "Nothing to be done"
 
 def make_workdir(dst: Path) -> Path:
     return copy_workflow(dst)
+
+
+def moved_records(before: Plan, after: Plan) -> dict[str, int]:
+    """The `record` jobs a change plans: one per aggregate whose input list (and so its input
+    record's tag) moved."""
+    n = sum(before.aggregate_record(a) != after.aggregate_record(a) for a in AGGREGATES)
+    return {"record": n} if n else {}
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -70,7 +77,7 @@ def test_dry_run_default(workdir):
     # conditions (greedy, ban_dq, ban_dq_sq, sample_t1, greedy_L1, greedy_L3) and 6 redaction
     # variants of its greedy decodes; scores: 4 transfer cells + per family 2 bans, 1 sampled,
     # 2 adjacent layers and 6 redaction variants (26); ridge: 2 directions x 6 sizes; 8
-    # aggregates with their stamps, the report
+    # aggregates with their stamps and input records, the report
     assert job_counts(out) == {
         "build_demo": 2,
         "corpus": 3,
@@ -81,6 +88,7 @@ def test_dry_run_default(workdir):
         "score": 26,
         "ridge": 12,
         "stamp": 8,
+        "record": 8,
         **dict.fromkeys(AGGREGATES, 1),
         "report": 1,
         "all": 1,
@@ -105,6 +113,7 @@ def test_dry_run_of_the_transfer_matrix_alone(workdir):
         "decode": 2,
         "score": 4,
         "stamp": 1,
+        "record": 1,
         "transfer_matrix": 1,
     }
     assert [job["name"] for job in planned_wildcards(out, "stamp")] == ["transfer_matrix"]
@@ -152,6 +161,7 @@ def test_dry_run_paper_needs_no_network(workdir):
         "score": 96,
         "ridge": 16,
         "stamp": 8,
+        "record": 8,
         **dict.fromkeys(AGGREGATES, 1),
         "report": 1,
         "all": 1,
@@ -262,7 +272,9 @@ def test_real_run_writes_every_shard(real_run):
     }
     assert files_under(wd, "results/.stamps") == {plan.stamp(name) for name in AGGREGATES}
     assert {p.name for p in (wd / "results").glob("*.json")} == {f"{n}.json" for n in AGGREGATES}
-    assert files_under(wd, "results/figures") == {f"results/figures/{f}.png" for f in FIGURES}
+    assert files_under(wd, "results/figures") == {
+        f"results/figures/{f}.png" for f in figure_names()
+    }
     assert (wd / "results" / "report.html").is_file()
     for style in plan.demo_styles():
         for role in ("base", "av", "ar"):
@@ -391,7 +403,7 @@ def test_every_aggregate_has_numbers(real_run):
             status = d["kernels"][kernel]["crossover"]["status"]
             assert status in ("reached", "extrapolated", "never")
     html = (real_run.workdir / "results" / "report.html").read_text()
-    assert html.count('<img src="data:image/png;base64,') == len(FIGURES)
+    assert html.count('<img src="data:image/png;base64,') == len(figure_names())
     assert "http://" not in html and "https://" not in html
 
 
@@ -439,9 +451,11 @@ def test_swapping_an_ar_plans_only_its_scores_and_the_aggregates(real_run):
     # the qwen -> gemma greedy cell and every gemma -> gemma set (6 decode conditions, 6
     # redaction variants) = 13 (one shard); decodes, redactions, ridge fits and stamps are
     # reused; every aggregate that reads scores reruns (ridge_scaling reads the transfer matrix),
-    # verbatim (decodes only) does not
+    # verbatim (decodes only) does not; the 6 that read scores get new input records
+    assert moved_records(real_run.plan, swapped) == {"record": 6}
     assert job_counts(out) == {
         "score": 13,
+        "record": 6,
         **{name: 1 for name in AGGREGATES if name != "verbatim"},
         "report": 1,
         "all": 1,
@@ -483,6 +497,7 @@ def test_changing_the_gemma_base_plans_only_what_reads_gemma_vectors(real_run):
         "redact": 6,
         "score": 14,
         "ridge": 4,
+        **moved_records(before, swapped),
         **dict.fromkeys(AGGREGATES, 1),
         "report": 1,
         "all": 1,
@@ -523,8 +538,10 @@ def test_changing_n_boot_plans_only_new_stamps_and_the_aggregates(real_run):
 
     swapped = write_config(real_run.workdir, "n_boot.yaml", swap)
     out = dry_run(real_run, "n_boot.yaml")
+    assert moved_records(real_run.plan, swapped) == {"record": len(AGGREGATES)}
     assert job_counts(out) == {
         "stamp": len(AGGREGATES),
+        "record": len(AGGREGATES),
         **dict.fromkeys(AGGREGATES, 1),
         "report": 1,
         "all": 1,
@@ -611,6 +628,7 @@ def test_retraining_a_path_checkpoint_in_place_reruns_only_its_jobs(real_run, tm
     assert "Job stats:" in out, out
     assert job_counts(out) == {
         "score": 13,
+        **moved_records(before, after),
         **{name: 1 for name in AGGREGATES if name != "verbatim"},
         "report": 1,
         "all": 1,
@@ -654,19 +672,22 @@ def test_a_swap_on_a_fresh_machine_with_the_results_plans_the_dependent_jobs(rea
     assert "Job stats:" in out, out
     assert job_counts(out) == {
         "score": 13,
+        **moved_records(real_run.plan, plan),
         **{name: 1 for name in AGGREGATES if name != "verbatim"},
         "report": 1,
         "all": 1,
     }
+    assert moved_records(real_run.plan, plan) == {"record": 6}
     assert not (wd / plan.aggregate_record("fve_baseline")).exists()
     assert (wd / plan.aggregate_record("verbatim")).is_file()
 
 
 @pytest.mark.slow
 def test_input_records_decide_the_aggregates_without_metadata(real_run, tmp_path):
-    """Each aggregate's job leaves exactly one input record, under the tag of its current input
+    """The run leaves exactly one input record per aggregate, under the tag of its current input
     list; without .snakemake/, a record gone (as after a config switched away and back: the
-    job of the other input set removed it) plans that aggregate again, and what reads it."""
+    record job of the other input set removed it) plans it and that aggregate again, and what
+    reads the aggregate."""
     plan = real_run.plan
     assert files_under(real_run.workdir, "results/.inputs") == {
         plan.aggregate_record(name) for name in AGGREGATES
@@ -676,7 +697,13 @@ def test_input_records_decide_the_aggregates_without_metadata(real_run, tmp_path
     out = snakemake(wd, "-n", "--configfile", "reduced.yaml").stdout
     assert "Job stats:" in out, out
     # ridge_scaling reads the transfer matrix's text route
-    assert job_counts(out) == {"transfer_matrix": 1, "ridge_scaling": 1, "report": 1, "all": 1}
+    assert job_counts(out) == {
+        "record": 1,
+        "transfer_matrix": 1,
+        "ridge_scaling": 1,
+        "report": 1,
+        "all": 1,
+    }
 
 
 @pytest.mark.slow

@@ -155,10 +155,37 @@ def cmd_score(args) -> int:
 
 
 def cmd_aggregate(args) -> int:
-    from nlaprobe.aggregate import run_aggregate
+    from nlaprobe.aggregates import get
+    from nlaprobe.aggregates.stage import run_aggregate, run_planned
+    from nlaprobe.config import validate_config
+    from nlaprobe.io import read_json
 
+    get(args.name)
     cfg = _json_arg(args.config, "config") if args.config else {}
-    run_aggregate(args.name, _json_arg(args.spec, "spec"), args.out, cfg, record=args.record)
+    if args.spec_file:
+        try:
+            spec = read_json(args.spec_file)
+        except NlaprobeError as e:
+            raise ConfigError(f"--spec-file: {e}") from None
+        if not isinstance(spec, dict):
+            raise ConfigError(
+                f"--spec-file {args.spec_file}: expected a JSON object, got {type(spec).__name__}"
+            )
+        run_aggregate(args.name, spec, args.out, cfg, record=args.record)
+        return 0
+    if not args.config or args.identity is None:
+        raise ConfigError(
+            "aggregate: give --config and --identity (as the rules do: the spec is planned from "
+            "them), or --spec-file"
+        )
+    try:
+        identity = json.loads(args.identity)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--identity: not valid JSON ({e})") from None
+    if not isinstance(identity, list):
+        raise ConfigError("--identity: expected a JSON list (nlaprobe.plan.Plan.identity)")
+    cfg = validate_config(cfg, source="--config")
+    run_planned(args.name, cfg, identity, args.root, args.out, record=args.record)
     return 0
 
 
@@ -170,16 +197,20 @@ def cmd_redact(args) -> int:
 
 
 def cmd_ridge(args) -> int:
+    from nlaprobe.plan import shard_paths
     from nlaprobe.ridge_stage import RidgeParams, ridge_stage
 
     params = RidgeParams.from_json(_json_arg(args.params, "params"))
+    for flag, n in (("--ridge-shards", args.ridge_shards), ("--eval-shards", args.eval_shards)):
+        if n < 1:
+            raise ConfigError(f"{flag}: expected a number of shards >= 1, got {n}")
     ridge_stage(
         params,
         n=args.n,
-        src_ridge=args.src_ridge,
-        dst_ridge=args.dst_ridge,
-        src_eval=args.src_eval,
-        dst_eval=args.dst_eval,
+        src_ridge=shard_paths(args.src_ridge, args.ridge_shards),
+        dst_ridge=shard_paths(args.dst_ridge, args.ridge_shards),
+        src_eval=shard_paths(args.src_eval, args.eval_shards),
+        dst_eval=shard_paths(args.dst_eval, args.eval_shards),
         out_json=args.out_json,
         out_npz=args.out_npz,
         device=args.device,
@@ -204,6 +235,16 @@ def cmd_stamp(args) -> int:
     from nlaprobe.io import write_json
 
     write_json(args.out, _json_arg(args.params, "params"))
+    return 0
+
+
+def cmd_record(args) -> int:
+    from nlaprobe.aggregates.core import write_input_record
+
+    params = _json_arg(args.params, "params")
+    if not isinstance(params, dict) or set(params) != {"name", "n_inputs"}:
+        raise ConfigError("--params: expected a JSON object with keys name and n_inputs")
+    write_input_record(args.out, params["name"], params["n_inputs"])
     return 0
 
 
@@ -286,11 +327,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_score)
 
     s = sub.add_parser("aggregate", help="write a results JSON from score shards")
-    s.add_argument("name", help="an aggregate of nlaprobe.plan.AGGREGATES")
-    s.add_argument("--spec", required=True, help="inputs and parameters as JSON (nlaprobe.plan)")
-    s.add_argument("--config", help="the validated config as JSON (for `meta` only)")
+    s.add_argument("name", help="a registered aggregate (nlaprobe.aggregates)")
+    s.add_argument("--config", help="the validated config as JSON (the plan; and `meta`)")
+    s.add_argument(
+        "--identity", help="the DAG's identity specs as JSON (nlaprobe.plan.Plan.identity)"
+    )
+    s.add_argument(
+        "--root", default="", help="folder of the job's input copies (Plan.aggregate_root)"
+    )
+    s.add_argument(
+        "--spec-file",
+        help="a hand-made spec (paths by role + settings) as a JSON file, instead of planning",
+    )
     s.add_argument("--out", required=True)
-    s.add_argument("--record", help="the input record to write (nlaprobe.plan.aggregate_record)")
+    s.add_argument(
+        "--record", help="the job's input record (Plan.aggregate_record): its name is checked"
+    )
     s.set_defaults(func=cmd_aggregate)
 
     s = sub.add_parser("redact", help="E4: edit greedy explanations for one redaction variant")
@@ -305,8 +357,17 @@ def build_parser() -> argparse.ArgumentParser:
     for side in ("src", "dst"):
         for split in ("ridge", "eval"):
             s.add_argument(
-                f"--{side}-{split}", required=True, nargs="+", help=f"{side} {split} shards"
+                f"--{side}-{split}",
+                required=True,
+                help=f"folder of the {side} family's {split} shards (shard-<i>.parquet)",
             )
+    for split in ("ridge", "eval"):
+        s.add_argument(
+            f"--{split}-shards",
+            required=True,
+            type=int,
+            help=f"number of {split} shards in each {split} folder (shard-00000 on)",
+        )
     s.add_argument("--out-json", required=True)
     s.add_argument("--out-npz", required=True)
     s.add_argument("--device", default="cpu")
@@ -322,6 +383,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--params", required=True)
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_stamp)
+
+    s = sub.add_parser(
+        "record", help="write an aggregate's input record and drop its records of other inputs"
+    )
+    s.add_argument("--params", required=True, help="name and n_inputs as JSON (Plan)")
+    s.add_argument("--out", required=True, help="results/.inputs/<name>-<tag>.json")
+    s.set_defaults(func=cmd_record)
 
     s = sub.add_parser("build-demo", help="build one tiny NLA family of the embedded default")
     s.add_argument("--style", required=True, choices=["qwen", "gemma"])
@@ -340,7 +408,9 @@ def owned_outputs(args) -> list[Path]:
         shard = outs[0]
         outs.append(shard.with_name(shard.name.removesuffix(".parquet") + C.DATASET_SIDECAR_SUFFIX))
     if args.command == "report":
-        outs += [Path(args.figures) / f"{name}.png" for name in C.FIGURES]
+        from nlaprobe.aggregates import figure_names
+
+        outs += [Path(args.figures) / f"{name}.png" for name in figure_names()]
     if args.command == "build-demo":
         return []  # a folder, built under a temporary name that the build itself clears
     return outs

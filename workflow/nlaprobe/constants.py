@@ -63,8 +63,10 @@ def shard_name(shard: int) -> str:
 DOUBLE_QUOTES = '"\u201c\u201d\u201e\u201f\uff02\u00ab\u00bb'
 SINGLE_QUOTES = "'\u2018\u2019\u201a\u201b\uff07"
 
-# figures of the report (results/figures/<name>.png; also inline in results/report.html)
-FIGURES = ("ban_conditions", "redaction", "best_of_n", "transfer_matrix", "ridge_scaling")
+# decode conditions of every family (each family adds greedy_L{k} for its adjacent layers), and
+# those of the quote ablation (E2)
+CONDITIONS = ("greedy", "ban_dq", "ban_dq_sq", "sample_t1")
+BAN_CONDITIONS = ("greedy", "ban_dq", "ban_dq_sq")
 
 # parquet schema-metadata key of a decode shard's provenance and summary (decode, redact, score)
 DECODE_META_KEY = "nlaprobe.decode"

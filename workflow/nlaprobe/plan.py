@@ -20,12 +20,14 @@ Invariants:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
+from nlaprobe import aggregates as AG
 from nlaprobe import constants as C
 from nlaprobe import resources as R
 from nlaprobe.config import primary_family
@@ -38,25 +40,23 @@ from nlaprobe.spans import REDACTION_VARIANTS
 RESULTS = "results"
 SPLITS = ("eval", "ridge")
 # decode conditions of every family; each family adds greedy_L{k} for its adjacent layers
-CONDITIONS = ("greedy", "ban_dq", "ban_dq_sq", "sample_t1")
-BAN_CONDITIONS = ("greedy", "ban_dq", "ban_dq_sq")
+CONDITIONS = C.CONDITIONS
+BAN_CONDITIONS = C.BAN_CONDITIONS
 # AR-input variants: the explanation as decoded, or edited by redaction (greedy decodes only)
 VARIANTS = REDACTION_VARIANTS
-AGGREGATES = (
-    "fve_baseline",
-    "quote_ablation",
-    "verbatim",
-    "redaction",
-    "best_of_n",
-    "layers",
-    "transfer_matrix",
-    "ridge_scaling",
-)
 STAMPS = f"{RESULTS}/.stamps"
 INPUT_RECORDS = f"{RESULTS}/.inputs"
 ROLES = ("base", "av", "ar")
 # bump when the demo builder's output changes for the same settings
 DEMO_BUILDER_VERSION = 2
+
+
+def __getattr__(name: str) -> Any:
+    # AGGREGATES: the registered aggregates' names, read from the registry (nlaprobe.aggregates)
+    # when asked for, so that an aggregate registered later is part of it
+    if name == "AGGREGATES":
+        return tuple(AG.names())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def tag_of(spec: Any) -> str:
@@ -171,12 +171,30 @@ def sampling_spec(cfg: dict) -> dict:
 class Plan:
     """Paths and parameters of every artifact of one validated config. What the tags read
     beyond the config (local checkpoint folders, the built-in corpus) is read once, when the
-    Plan is made: one Plan, one state of those files."""
+    Plan is made: one Plan, one state of those files. `known` (what `identity()` of another
+    Plan of the same config returned) gives those specs instead, read nowhere: an aggregate job
+    plans with the specs of the Plan that built the DAG."""
 
     cfg: dict
+    known: InitVar[Sequence | None] = None
     _specs: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    # aggregate name -> (spec, inputs): a rule's input, output and params each need them
+    _aggregates: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, known: Sequence | None = None) -> None:
+        for item in known or ():
+            if not (
+                isinstance(item, list | tuple)
+                and len(item) == 2
+                and isinstance(item[0], list | tuple)
+                and item[0]
+                and item[0][0] in ("checkpoint", "corpus", "demo")
+            ):
+                raise ConfigError(
+                    f"identity specs: expected [[kind, ...], spec] pairs with kind checkpoint, corpus "
+                    f"or demo (Plan.identity), got {str(item)[:200]}"
+                )
+            self._specs[tuple(item[0])] = item[1]
         for fam in self.families:
             for role in ROLES:
                 self.checkpoint_spec(fam, role)
@@ -189,6 +207,11 @@ class Plan:
         if key not in self._specs:
             self._specs[key] = make()
         return self._specs[key]
+
+    def identity(self) -> list:
+        """The specs read from outside the config (checkpoint, corpus and demo specs): what
+        `Plan(cfg, known=...)` takes to plan the same paths without reading those files."""
+        return [[list(k), v] for k, v in sorted(self._specs.items())]
 
     def checkpoint_spec(self, fam: str, role: str) -> dict:
         return self._memo(("checkpoint", fam, role), lambda: checkpoint_spec(self.cfg, fam, role))
@@ -471,24 +494,22 @@ class Plan:
             cell["acts"] = [self.activation_shard(av, "eval", s) for s in shards]
         return cell
 
+    def alignment_sidecars(self) -> list[str]:
+        """The aligned families' eval activation sidecars (their alignment errors)."""
+        aligned = [f for f in self.families if f != self.primary]
+        return [self.activation_sidecar(f, "eval", s) for f in aligned for s in self.shards("eval")]
+
+    def aggregate_file(self, name: str) -> str:
+        return f"{RESULTS}/{name}.json"
+
     def aggregate_settings(self, name: str) -> dict:
         """Settings of an aggregate of its own, beyond the metrics section."""
-        cfg = self.cfg
-        if name == "best_of_n":
-            n = cfg["decode"]["n_samples"]
-            return {"ns": sorted({k for k in cfg["best_of_n"]["ns"] if k <= n} | {n})}
-        if name == "verbatim":
-            return dict(cfg["verbatim"])
-        if name == "ridge_scaling":
-            return {"kernels": cfg["ridge"]["kernels"]}
-        return {}
+        return AG.get(name).settings(self.cfg)
 
     def aggregate_params(self, name: str) -> dict:
         """Parameters of an aggregate of its own (not folded into its inputs' tags)."""
-        if name not in AGGREGATES:
-            raise ConfigError(f"unknown aggregate {name!r}; valid: {list(AGGREGATES)}")
         return {
-            "aggregate": name,
+            "aggregate": AG.get(name).name,
             "metrics": self.cfg["metrics"],
             "families": self.families,
             **({"settings": s} if (s := self.aggregate_settings(name)) else {}),
@@ -505,94 +526,48 @@ class Plan:
             raise ConfigError(f"stamp {name}-{stag} is not produced by this config")
         return params
 
+    def _aggregate(self, name: str) -> tuple[dict, list[str]]:
+        if name not in self._aggregates:
+            agg = AG.get(name)
+            fams = self.families
+            spec = {
+                "families": fams,
+                "metrics": self.cfg["metrics"],
+                "settings": self.aggregate_settings(name),
+                "train_var": {f: self.cfg["families"][f].get("train_var") for f in fams},
+                **agg.inputs(self),
+            }
+            inputs = sorted(set(_paths(spec))) + [self.stamp(name)]
+            self._aggregates[name] = (spec, inputs)
+        return self._aggregates[name]
+
     def aggregate_spec(self, name: str) -> dict:
-        """Everything an aggregate reads: settings and the paths of its inputs, by role."""
-        fams = self.families
-        spec: dict = {
-            "families": fams,
-            "metrics": self.cfg["metrics"],
-            "settings": self.aggregate_settings(name),
-            "train_var": {f: self.cfg["families"][f].get("train_var") for f in fams},
-        }
-        if name in ("fve_baseline", "transfer_matrix"):
-            pairs = (
-                [(f, f) for f in fams]
-                if name == "fve_baseline"
-                else [(a, b) for a in fams for b in fams]
-            )
-            aligned = [f for f in fams if f != self.primary]
-            spec["cells"] = {f"{a}__{b}": self.cell_inputs(a, b) for a, b in pairs}
-            spec["alignment_sidecars"] = [
-                self.activation_sidecar(f, "eval", s) for f in aligned for s in self.shards("eval")
-            ]
-        elif name == "quote_ablation":
-            spec["cells"] = {
-                f"{f}/{c}": self.cell_inputs(f, f, c, decodes=True)
-                for f in fams
-                for c in BAN_CONDITIONS
-            }
-        elif name == "verbatim":
-            spec["sets"] = {
-                f"{f}/{c}": {
-                    "decodes": [self.decode_shard(f, c, s) for s in self.shards("eval")],
-                    "acts": [self.activation_shard(f, "eval", s) for s in self.shards("eval")],
-                }
-                for f in fams
-                for c in CONDITIONS
-            }
-        elif name == "redaction":
-            spec["cells"] = {
-                f"{f}/{v}": self.cell_inputs(f, f, "greedy", v, decodes=True)
-                for f in fams
-                for v in VARIANTS
-            }
-        elif name == "best_of_n":
-            spec["cells"] = {
-                f"{f}/{c}": self.cell_inputs(f, f, c) for f in fams for c in ("greedy", "sample_t1")
-            }
-        elif name == "layers":
-            # every cell reads the AV family's activation shards (= the AR family's here): the
-            # v_k of each adjacent cell is its own gold, the rows of its scores index them
-            spec["layers"] = {f: self.layers(f) for f in fams}
-            spec["cells"] = {
-                f"{f}/{c}": self.cell_inputs(f, f, c, acts=True)
-                for f in fams
-                for c in ["greedy", *[f"greedy_L{k}" for k in self.layers(f)[1:]]]
-            }
-        elif name == "ridge_scaling":
-            spec["directions"] = {
-                f"{a}_to_{b}": {
-                    "src": a,
-                    "dst": b,
-                    "runs": [
-                        {
-                            "n": n,
-                            "json": self.ridge_file(a, b, n, "json"),
-                            "npz": self.ridge_file(a, b, n, "npz"),
-                        }
-                        for n in self.ridge_sizes()
-                    ],
-                    "gold": [self.activation_shard(b, "eval", s) for s in self.shards("eval")],
-                }
-                for a, b in self.ridge_directions()
-            }
-            spec["text_route"] = f"{RESULTS}/transfer_matrix.json"
-        else:
-            raise ConfigError(f"unknown aggregate {name!r}; valid: {list(AGGREGATES)}")
-        return spec
+        """Everything an aggregate reads: the shared settings and, from its module's `inputs`
+        (nlaprobe.aggregates), the paths of its inputs by role (a copy: planned once)."""
+        return copy.deepcopy(self._aggregate(name)[0])
 
     def aggregate_inputs(self, name: str) -> list[str]:
         """Every file of the aggregate's spec (sorted, unique) and, last, its stamp."""
-        return sorted(set(_paths(self.aggregate_spec(name)))) + [self.stamp(name)]
+        return list(self._aggregate(name)[1])
 
     def aggregate_record(self, name: str) -> str:
-        """The input record of an aggregate: a second output of its job, named by the tag of
-        its input list. The aggregates sit at fixed paths (`results/<name>.json`), so without
-        Snakemake's metadata (a fresh machine with the results present) nothing else would tell
-        Snakemake that the inputs changed; a record missing under the current tag does. The
-        aggregate command removes the records of its other input sets (see
-        nlaprobe.aggregate.write_input_record)."""
+        """The input record of an aggregate, named by the tag of its input list, written by the
+        `record` rule and read by the aggregate's job as one more input. The aggregates sit at
+        fixed paths (`results/<name>.json`), so without Snakemake's metadata (a fresh machine
+        with the results present) nothing else would tell Snakemake that the inputs changed: a
+        record missing under the current tag is a job to run upstream of the aggregate, which
+        then reruns. (A missing *second output* of the aggregate's own job would not do:
+        Snakemake checks only the requested outputs of a job.) The record job removes the
+        aggregate's records of other input sets (aggregates.core.write_input_record)."""
         return f"{INPUT_RECORDS}/{name}-{tag_of(self.aggregate_inputs(name))}.json"
+
+    def record_params_for(self, name: str, itag: str) -> dict:
+        """What the `record` job of results/.inputs/<name>-<itag>.json writes; the tag must be
+        that of this config's input list of `name`."""
+        AG.get(name)  # an unknown name is a ConfigError naming the registered ones
+        if self.aggregate_record(name) != f"{INPUT_RECORDS}/{name}-{itag}.json":
+            raise ConfigError(f"input record {name}-{itag} is not produced by this config")
+        return {"name": name, "n_inputs": len(self.aggregate_inputs(name))}
 
     def aggregate_job_spec(self, name: str, inputs: Sequence[str]) -> dict:
         """aggregate_spec with every path replaced by the job's own copy of that file: `inputs`
@@ -605,13 +580,37 @@ class Plan:
             raise ConfigError(
                 f"aggregate {name!r}: the job has {len(local)} inputs, the plan {len(paths)}"
             )
-        return _replace_paths(self.aggregate_spec(name), dict(zip(paths, local, strict=True)))
+        spec = self._aggregate(name)[0]
+        return _replace_paths(spec, dict(zip(paths, local, strict=True)))
 
-    def aggregate_spec_param(self, name: str):
-        """A `params:` function (wildcards, input) -> the job spec as JSON, for rule `name`."""
+    def aggregate_root(self, name: str, inputs: Sequence[str]) -> str:
+        """The folder under which the job finds its inputs: `inputs` (the job's input list, in
+        the order of aggregate_inputs) must be that folder + each planned path ("" locally;
+        the storage plugin's local copies under remote storage, e.g.
+        `.snakemake/storage/fs/<store>/`). The job gets this one string instead of its input
+        list, and maps the paths it plans the same way (aggregates.stage.run_planned)."""
+        paths = self.aggregate_inputs(name)
+        local = [str(p) for p in inputs]
+        if len(local) != len(paths):
+            raise ConfigError(
+                f"aggregate {name!r}: the job has {len(local)} inputs, the plan {len(paths)}"
+            )
+        root = local[0][: len(local[0]) - len(paths[0])] if local[0].endswith(paths[0]) else None
+        for p, loc in zip(paths, local, strict=True):
+            if root is None or loc != root + p:
+                raise ConfigError(
+                    f"aggregate {name!r}: the job reads {p} at {loc}, not under one common "
+                    f"folder with its other inputs ({local[0]} for {paths[0]}); the aggregate "
+                    "jobs need a storage provider that keeps the path under one local folder"
+                )
+        return root
+
+    def aggregate_root_param(self, name: str):
+        """A `params:` function (wildcards, input) -> aggregate_root of rule `name` (its input
+        `files`; the record is a separate named input)."""
 
         def param(wildcards, input) -> str:
-            return to_json(self.aggregate_job_spec(name, input))
+            return self.aggregate_root(name, input.files)
 
         return param
 
@@ -675,7 +674,7 @@ class Plan:
         }
 
     def report_inputs(self) -> list[str]:
-        return [f"{RESULTS}/{name}.json" for name in AGGREGATES]
+        return [self.aggregate_file(name) for name in AG.names()]
 
     # ------------------------------------------------------------------ job parameters
     @property
@@ -689,6 +688,13 @@ class Plan:
         if self.cfg["decode"]["backend"] != "vllm":
             return f"../{ENV_FILES['cpu']}"
         return f"../{ENV_FILES['vllm-cpu' if self.device == 'cpu' else 'gpu']}"
+
+    def model_env(self, wildcards=None) -> str:
+        """The conda env file (relative to rules/) of the jobs that run models on run.device
+        (extract, score, ridge): envs/cpu.yaml on the CPU; on a GPU (cuda or auto)
+        envs/gpu.yaml, whose `gpu` extra installs the CUDA build of torch with vLLM. The demo
+        builds train on the CPU and the other rules run no model: envs/cpu.yaml."""
+        return f"../{ENV_FILES['cpu' if self.device == 'cpu' else 'gpu']}"
 
     def gpus(self) -> int:
         """GPUs a model job asks the scheduler for: none when the config runs on the CPU."""
@@ -751,7 +757,7 @@ class Plan:
             R.entry_arch(entry, demo, f"demo ({style})"),
             demo.get("train", {}),
             real_base=bool(real),
-            on_gpu=self.gpus() > 0,
+            on_gpu=False,  # the demo builds train on the CPU whatever run.device says
         )
 
     def ridge_request(self, src: str, dst: str, n: int) -> R.Request:
@@ -898,6 +904,42 @@ def _replace_paths(obj: Any, mapping: dict[str, str]) -> Any:
     if isinstance(obj, str):
         return mapping.get(obj, obj)
     return obj
+
+
+def shard_folder(paths: Sequence[str]) -> str:
+    """The folder of a shard list `<folder>/shard-00000.parquet, ...` (every shard from 0, in
+    order, nothing else): a job gets the folder and the count (`shard_paths`) instead of the
+    list, so its command does not grow with the shards."""
+    paths = [str(p) for p in paths]
+    if not paths:
+        raise ConfigError("an empty shard list has no folder")
+    folder = paths[0].rpartition("/")[0]
+    if paths != shard_paths(folder, len(paths)):
+        raise ConfigError(
+            f"shards {paths[0]}, ... ({len(paths)}) are not {folder}/shard-<i>.parquet for "
+            f"i = 0..{len(paths) - 1} in order"
+        )
+    return folder
+
+
+def shard_count(*lists: Sequence[str]) -> int:
+    """The common length of shard lists that a job reads side by side (e.g. both families' shards
+    of one split)."""
+    counts = {len(x) for x in lists}
+    if len(counts) != 1:
+        raise ConfigError(f"shard lists of different lengths {sorted(counts)} read side by side")
+    return counts.pop()
+
+
+def shard_paths(folder: str, n: int) -> list[str]:
+    """`<folder>/shard-<i>.parquet` for i in 0..n-1 (the inverse of shard_folder)."""
+    return [f"{folder}/shard-{C.shard_name(i)}.parquet" for i in range(n)]
+
+
+def config_json(cfg: dict) -> str:
+    """The config as compact JSON with its key order kept: the order of the families is part of
+    the plan (the stage that plans from it must see the same order; to_json sorts keys)."""
+    return json.dumps(cfg, separators=(",", ":"), ensure_ascii=False)
 
 
 def to_json(obj: Any) -> str:

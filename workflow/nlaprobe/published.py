@@ -43,8 +43,8 @@ from typing import Any
 
 import yaml
 
+from nlaprobe import aggregates as AG
 from nlaprobe.errors import DataError
-from nlaprobe.plan import AGGREGATES
 
 PUBLISHED_PACKAGE_DIR = "published_figures"
 DEFAULT_VERSION = "paper-2026-06"
@@ -209,10 +209,8 @@ def parse_published(obj: Any, where: str) -> Published:
         if fid in ids_seen:
             raise DataError(f"{at}: duplicate id {fid!r}")
         ids_seen.add(fid)
-        if f["aggregate"] not in AGGREGATES:
-            raise DataError(
-                f"{at}: field 'aggregate' is {f['aggregate']!r}; valid: {list(AGGREGATES)}"
-            )
+        if f["aggregate"] not in AG.names():
+            raise DataError(f"{at}: field 'aggregate' is {f['aggregate']!r}; valid: {AG.names()}")
         figures.append(
             Figure(
                 id=fid,

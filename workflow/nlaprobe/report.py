@@ -2,11 +2,16 @@
 
 inputs -> outputs: results JSON files (`{"meta": {...}, "data": {...}}`, SPEC §8; the name of an
 aggregate is its file stem) -> one self-contained HTML page (CSS inline, figures inline as base64
-PNG, no external resource) and one PNG per entry of FIGURES.
+PNG, no external resource) and one PNG per figure of the registered aggregates.
+
+What the report shows of an aggregate (its heading, its section's HTML, its figures and their
+captions, the order of sections) is declared by its module in nlaprobe.aggregates; the renderers
+below are referenced from there.
 
 Invariants:
-- every aggregate among the inputs gets its tables: the known ones (E1-E8) in their own layout,
-  any other one (e.g. centred_eval, diagnostics) as a flat key/value table, so nothing is dropped;
+- every aggregate among the inputs gets its tables: a registered one in the layout its module
+  names (section order: the registry's), any other one as a flat key/value table after them,
+  so nothing is dropped;
 - formatting: an Interval ({"value", "lo", "hi"[, "n"]}) reads "v [lo, hi]"; a finite float has
   three decimals ("%.3g" below 1e-3 or from 1e5 on); None, NaN and missing read "—";
 - every string that comes from the data (family names, conditions, meta values) is HTML-escaped,
@@ -49,6 +54,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from nlaprobe import aggregates as AG
 from nlaprobe import constants as C
 from nlaprobe import published as P
 from nlaprobe.errors import DataError
@@ -56,46 +62,7 @@ from nlaprobe.io import atomic_path, read_json, write_text
 
 log = logging.getLogger(__name__)
 
-FIGURES = C.FIGURES
-
-# the aggregate each figure is drawn from
-FIGURE_SOURCES = {
-    "ban_conditions": "quote_ablation",
-    "redaction": "redaction",
-    "best_of_n": "best_of_n",
-    "transfer_matrix": "transfer_matrix",
-    "ridge_scaling": "ridge_scaling",
-}
-FIGURE_CAPTIONS = {
-    "ban_conditions": "fve_train (training-set Var, when configured) beside fve_own by decode "
-    "condition (E2), one group per family; bars are the values on all scored rows, whiskers the "
-    "bootstrap interval.",
-    "redaction": "fve_train (when configured) beside fve_own by AR-input redaction variant (E4), "
-    "one group per family.",
-    "best_of_n": "fve_train (when configured; top row) and fve_own of the best of the first n "
-    "samples by the AR's own nmse (E5), with greedy and the mean over all samples as horizontal "
-    "lines; the band is the interval.",
-    "transfer_matrix": "fve_own of every AV family x AR family (E7); each cell also gives the "
-    "shuffled-pair null.",
-    "ridge_scaling": "Kernel-ridge fve_own against the number of training pairs n (E8, log x), "
-    "per direction and kernel; the dashed line is the text route (the E7 cross cell).",
-}
-
-# known aggregates in report order, with their section titles
-TITLES = {
-    "fve_baseline": "E1 baseline: greedy AV → own AR",
-    "quote_ablation": "E2 quote ablation",
-    "verbatim": "E3 verbatim check",
-    "redaction": "E4 post-hoc redaction",
-    "best_of_n": "E5 best-of-N",
-    "layers": "E6 adjacent layers",
-    "transfer_matrix": "E7 transfer matrix",
-    "ridge_scaling": "E8 ridge baseline",
-    "centred_eval": "E9 centred protocol",
-    "diagnostics": "E10 diagnostics",
-}
-
-CONDITION_ORDER = ("greedy", "ban_dq", "ban_dq_sq")
+CONDITION_ORDER = C.BAN_CONDITIONS
 KERNEL_ORDER = ("linear", "rbf")
 NO_DATA = "no data"
 DASH = "—"
@@ -579,13 +546,25 @@ def figure_ridge_scaling(results: dict[str, dict]) -> Figure:
         return fig
 
 
-FIGURE_FUNCTIONS: dict[str, Callable[[dict[str, dict]], Figure]] = {
-    "ban_conditions": figure_ban_conditions,
-    "redaction": figure_redaction,
-    "best_of_n": figure_best_of_n,
-    "transfer_matrix": figure_transfer_matrix,
-    "ridge_scaling": figure_ridge_scaling,
-}
+def figure_names() -> list[str]:
+    """Every figure of the registered aggregates, in report order."""
+    return AG.figure_names()
+
+
+def figure_source(name: str) -> str:
+    """The aggregate a figure is drawn from."""
+    for fig, agg in AG.figures():
+        if fig.name == name:
+            return agg
+    raise DataError(f"unknown figure {name!r}; valid: {figure_names()}")
+
+
+def draw_figure(name: str, results: dict[str, dict]) -> Figure:
+    """Figure `name` (of its aggregate's module) drawn from `results`."""
+    for fig, _ in AG.figures():
+        if fig.name == name:
+            return AG.resolve(fig.draw)(results)
+    raise DataError(f"unknown figure {name!r}; valid: {figure_names()}")
 
 
 def figure_png(fig: Figure) -> bytes:
@@ -1167,21 +1146,15 @@ def _html_published(name: str, comparisons: Sequence[P.Comparison], res: Any) ->
     return "\n".join(parts)
 
 
-SECTIONS: dict[str, Callable[[dict], str]] = {
-    "fve_baseline": _html_fve_baseline,
-    "quote_ablation": _html_quote_ablation,
-    "verbatim": _html_verbatim,
-    "redaction": _html_redaction,
-    "best_of_n": _html_best_of_n,
-    "layers": _html_layers,
-    "transfer_matrix": _html_transfer_matrix,
-    "ridge_scaling": _html_ridge_scaling,
-}
+def _section_renderer(name: str) -> Callable[[dict], str]:
+    """The HTML of an aggregate's `data`: its module's `section`, else a key/value table."""
+    agg = AG.REGISTRY.get(name)
+    return AG.resolve(agg.section) if agg is not None and agg.section else _html_generic
 
 
 def _img(name: str, png: bytes) -> str:
     b64 = base64.b64encode(png).decode("ascii")
-    caption = FIGURE_CAPTIONS.get(name, name)
+    caption = {f.name: f.caption for f, _ in AG.figures()}.get(name, name)
     return (
         f'<figure id="{_e(_anchor("fig-" + name))}"><img src="data:image/png;base64,{b64}" '
         f'alt="{_e(name)}"><figcaption>{_e(caption)}</figcaption></figure>'
@@ -1242,8 +1215,8 @@ def render_html(
     results: dict[str, dict], figures: dict[str, bytes], published: P.Published | None = None
 ) -> str:
     """The report page: the inputs' meta at the top, then one section per aggregate present (its
-    tables, and its figure) in the order of TITLES, unknown aggregates after; a figure of an
-    absent aggregate gets a short section of its own. Each entry of `figures` appears once.
+    tables, and its figures) in the registry's order, unregistered aggregates after; a figure of
+    an absent aggregate gets a short section of its own. Each entry of `figures` appears once.
 
     `published` (default: the packaged file of nlaprobe.published): when the run's checkpoint
     ids are the paper's, a line at the top counts the published figures within the run's
@@ -1251,21 +1224,25 @@ def render_html(
     the comparison applies only to the paper's checkpoints."""
     pub = published if published is not None else P.load_published()
     match, comparisons = _published_state(pub, results)
-    order = [n for n in TITLES if n in results] + sorted(n for n in results if n not in TITLES)
+    registered = AG.names()
+    titles = {a.name: a.heading for a in AG.aggregates()}
+    order = [n for n in registered if n in results]
+    order += sorted(n for n in results if n not in titles)
+    sources = {f.name: agg for f, agg in AG.figures()}
     figs_of: dict[str, list[str]] = {}
     for fig_name in figures:
-        figs_of.setdefault(FIGURE_SOURCES.get(fig_name, ""), []).append(fig_name)
-    absent = [n for n in TITLES if n in figs_of and n not in results]
+        figs_of.setdefault(sources.get(fig_name, ""), []).append(fig_name)
+    absent = [n for n in registered if n in figs_of and n not in results]
 
     toc, sections = [], []
     for name in order + absent:
-        title = TITLES.get(name, name)
+        title = titles.get(name, name)
         toc.append(f'<li><a href="#{_e(_anchor(name))}">{_e(title)}</a></li>')
         body = [f'<section id="{_e(_anchor(name))}"><h2>{_e(title)}</h2>']
         if name in results:
             body.append(f'<p class="note">From <code>{_e(name)}.json</code>.</p>')
             data = _d(results[name].get("data"))
-            body.append(SECTIONS.get(name, _html_generic)(data))
+            body.append(_section_renderer(name)(data))
             body.append(_html_published(name, comparisons, results[name]))
         else:
             body.append(f'<p class="note">{_e(name)}.json is not among the report inputs.</p>')
@@ -1304,13 +1281,13 @@ def render_html(
 
 
 def write_report(inputs: Sequence[str], out_html: str, figures_dir: str) -> None:
-    """Load the results JSON files, draw every figure of FIGURES to `figures_dir/<name>.png`
-    and write the page to `out_html`, all atomically."""
+    """Load the results JSON files, draw every figure of the registered aggregates to
+    `figures_dir/<name>.png` and write the page to `out_html`, all atomically."""
     results = load_results(inputs)
     log.info("report from %d results files: %s", len(results), ", ".join(results))
     figures: dict[str, bytes] = {}
-    for name in FIGURES:
-        fig = FIGURE_FUNCTIONS[name](results)
+    for name in figure_names():
+        fig = draw_figure(name, results)
         try:
             png = figure_png(fig)
         finally:

@@ -1,16 +1,22 @@
-"""Aggregates: score shards -> results JSON (`{"meta": ..., "data": ...}`, SPEC §8).
+"""The aggregates' shared core: score rows with their gold, fidelity, intervals, results meta and
+input records. Imports no aggregate module (each of those imports this one).
 
-inputs -> outputs: per (AV family, AR family) the score shards of a decode condition and the AR
-family's gold activation shards -> `results/fve_baseline.json` (E1) and
-`results/transfer_matrix.json` (E7).
+inputs -> outputs: score shards (+ the AR family's gold activation shards, decode shards) ->
+per-row views (Rows, Scored), the E1 metrics of a scored set (fidelity), bootstrap intervals and
+paired differences (interval, share, paired_fve_diff), the `meta` block and the input record of
+a results JSON.
 
 Invariants:
 - the gold of a row is the AR family's own (aligned) vector for that row; rows are matched by
   (shard, row index) and their doc_ids are checked;
 - tag failures are excluded from FVE and counted; a strict FVE scores each as nmse = 2;
-- every headline figure has a 95% bootstrap interval over documents; the shuffled-pair null
-  permutes the explanations (equivalently the AR's predictions) across rows with a fixed seed;
-- `data` depends only on the inputs and parameters: two runs give identical `data`.
+- every headline figure has a bootstrap interval over documents (metrics.bootstrap_ci with the
+  doc_id as group, `metrics.n_boot` resamples, seed `metrics.null_seed`, level 1 - alpha);
+- a paired FVE difference uses the baseline set's Var(v_nrm) as a fixed denominator:
+  fve_a - fve_b = (mean nmse_b - mean nmse_a) / Var over the shared rows, so its interval is that
+  of the nmse difference, scaled; where the family has a training Var (`spec["train_var"]`), the
+  difference of fve_train, (mean nmse_b - mean nmse_a) / train_var, sits beside it (key "train");
+- deterministic: everything here depends only on the inputs and parameters.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import json
 import logging
 import math
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +37,14 @@ from nlaprobe import __version__
 from nlaprobe import constants as C
 from nlaprobe import metrics as M
 from nlaprobe.errors import ConfigError, DataError, show
-from nlaprobe.io import check_rows, read_table, vectors_from_column, write_json
+from nlaprobe.io import (
+    check_rows,
+    read_table,
+    read_yaml,
+    table_meta,
+    vectors_from_column,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +241,137 @@ def fidelity(s: Scored, *, train_var: float | None, n_boot: int, seed: int, alph
     return out
 
 
+# ----------------------------------------------------------------------------- shared pieces
+
+
+def boot_params(spec: dict) -> dict:
+    m = spec["metrics"]
+    return {"n_boot": m["n_boot"], "seed": m["null_seed"], "alpha": m["alpha"]}
+
+
+def rows_of(cell: dict, sample: int | None = 0) -> Rows:
+    return load_rows(cell["scores"], cell["gold"], sample=sample)
+
+
+def fidelity_of(rows: Rows | Scored, spec: dict, fam: str | None) -> dict:
+    s = rows.scored() if isinstance(rows, Rows) else rows
+    tv = spec["train_var"].get(fam) if fam else None
+    return fidelity(s, train_var=tv, **boot_params(spec))
+
+
+def interval(
+    stat: Callable[..., float], *arrays: np.ndarray, groups: Sequence[str], spec: dict
+) -> dict:
+    """{"value", "lo", "hi", "n"} of stat over rows, cluster bootstrap by `groups`; null
+    figures when there are no rows."""
+    n = len(groups)
+    if n == 0:
+        return {"value": None, "lo": None, "hi": None, "n": 0}
+    b = boot_params(spec)
+    value, lo, hi = M.bootstrap_ci(
+        stat, *arrays, groups=list(groups), n_boot=b["n_boot"], seed=b["seed"], alpha=b["alpha"]
+    )
+    return {"value": value, "lo": lo, "hi": hi, "n": n}
+
+
+def share(flags: Sequence[bool], groups: Sequence[str], spec: dict) -> dict:
+    """Share of rows with the flag, with its interval."""
+    return interval(np.mean, np.asarray(flags, dtype=np.float64), groups=groups, spec=spec)
+
+
+def paired_fve_diff(
+    a: Rows, b: Rows, spec: dict, fam: str | None = None, *, with_sample: bool = False
+) -> dict:
+    """fve(a) - fve(b) over the rows scored in both, matched by (shard, row[, sample]), with its
+    paired interval (the same document resamples for both sets):
+
+        {"value", "lo", "hi",  the difference of fve_own: (mean nmse_b - mean nmse_a) / var
+         "n":     shared scored rows,
+         "var":   population_var of b's gold over the shared rows (a fixed denominator),
+         "train": {"value", "lo", "hi", "n", "var_train"} | None}
+
+    "train" is the difference of fve_train, (mean nmse_b - mean nmse_a) / var_train with
+    var_train = spec["train_var"][fam], on the same resamples (so its bounds are those of
+    "value" times var / var_train); None when `fam` is None or has no training Var. With fewer
+    than two shared rows every value, bound and "var" is None ("train" keeps n and var_train)."""
+    tv = (spec.get("train_var") or {}).get(fam) if fam is not None else None
+    ka = {k: i for i, k in enumerate(a.keys(with_sample)) if a.ok[i]}
+    kb = {k: i for i, k in enumerate(b.keys(with_sample)) if b.ok[i]}
+    shared = [k for k in kb if k in ka]
+    none = {"value": None, "lo": None, "hi": None, "n": len(shared)}
+    if len(shared) < 2:
+        train = None if tv is None else {**none, "var_train": tv}
+        return {**none, "var": None, "train": train}
+    ia = np.array([ka[k] for k in shared])
+    ib = np.array([kb[k] for k in shared])
+    var = M.population_var(b.gold[ib])
+    d = b.nmse[ib] - a.nmse[ia]
+    docs = [b.doc_ids[i] for i in ib]
+    out = interval(lambda x: x.mean() / var, d, groups=docs, spec=spec)
+    train = None
+    if tv is not None:
+        train = {**interval(lambda x: x.mean() / tv, d, groups=docs, spec=spec), "var_train": tv}
+    return {**out, "var": var, "train": train}
+
+
+def read_column(paths: Sequence[str], column: str) -> list[list]:
+    """One column of each shard (a list per shard)."""
+    return [read_table(p, [column]).column(column).to_pylist() for p in paths]
+
+
+def explanations_for(rows: Rows, decode_paths: Sequence[str]) -> list[str | None]:
+    """The explanation of every row of `rows`, read from the decode (or redacted) shards the rows
+    were scored from: (shard, row, sample) must match."""
+    out: list[str | None] = []
+    tables = [
+        read_table(p, {"row": "int", "sample": "int", "explanation": "str?"}) for p in decode_paths
+    ]
+    index = [
+        {
+            (r, s): e
+            for r, s, e in zip(
+                t.column("row").to_pylist(),
+                t.column("sample").to_pylist(),
+                t.column("explanation").to_pylist(),
+                strict=True,
+            )
+        }
+        for t in tables
+    ]
+    for sh, r, s in zip(rows.shard.tolist(), rows.row.tolist(), rows.sample.tolist(), strict=True):
+        try:
+            out.append(index[sh][(r, s)])
+        except (IndexError, KeyError):
+            raise DataError(
+                f"{decode_paths[sh] if sh < len(decode_paths) else decode_paths}: no row {r} "
+                f"sample {s}, which its score shard holds"
+            ) from None
+    return out
+
+
+def decode_summary(paths: Sequence[str]) -> dict:
+    """Banned-token count and leaks over decode shards (from their metadata and rows)."""
+    n_banned: set[int] = set()
+    leaks = 0
+    for p in paths:
+        t = read_table(p, ["leaks"])
+        leaks += int(sum(x or 0 for x in t.column("leaks").to_pylist()))
+        meta = table_meta(t, C.DECODE_META_KEY) or {}
+        n_banned.add(int((meta.get("summary") or {}).get("n_banned_tokens", 0)))
+    if len(n_banned) > 1:
+        raise DataError(f"decode shards disagree on the banned-token count: {sorted(n_banned)}")
+    return {"n_banned_tokens": n_banned.pop() if n_banned else 0, "leaks": leaks}
+
+
+def families_of(spec: dict, cells_key: str = "cells") -> dict[str, dict[str, dict]]:
+    """{family: {condition or variant: cell}} from keys "<fam>/<what>"."""
+    out: dict[str, dict[str, dict]] = {}
+    for key, cell in spec[cells_key].items():
+        fam, what = key.split("/", 1)
+        out.setdefault(fam, {})[what] = cell
+    return out
+
+
 # ----------------------------------------------------------------------------- meta
 
 
@@ -235,7 +379,7 @@ def git_sha(repo: Path | None = None) -> str | None:
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
-            cwd=repo or Path(__file__).resolve().parents[2],
+            cwd=repo or Path(__file__).resolve().parents[3],
             capture_output=True,
             text=True,
             timeout=10,
@@ -273,83 +417,11 @@ def results_meta(cfg: dict, extra: dict | None = None) -> dict:
     }
 
 
-# ----------------------------------------------------------------------------- aggregates
-
-
-def _cell_inputs(spec: dict, av: str, ar: str) -> tuple[list[str], list[str]]:
-    cell = spec["cells"][f"{av}__{ar}"]
-    return cell["scores"], cell["gold"]
-
-
-def fve_baseline(spec: dict) -> dict:
-    """E1: greedy AV -> own AR per family."""
-    m = spec["metrics"]
-    data = {}
-    for fam in spec["families"]:
-        s = load_scored(*_cell_inputs(spec, fam, fam))
-        data[fam] = fidelity(
-            s,
-            train_var=spec["train_var"].get(fam),
-            n_boot=m["n_boot"],
-            seed=m["null_seed"],
-            alpha=m["alpha"],
-        )
-    return {"families": data}
-
-
-def transfer_matrix(spec: dict) -> dict:
-    """E7: every AV family x AR family, fve_own with CI and a shuffled-pair null per cell."""
-    m = spec["metrics"]
-    fams = spec["families"]
-    cells = {}
-    for av in fams:
-        for ar in fams:
-            s = load_scored(*_cell_inputs(spec, av, ar))
-            fid = fidelity(
-                s, train_var=None, n_boot=m["n_boot"], seed=m["null_seed"], alpha=m["alpha"]
-            )
-            cells[f"{av}__{ar}"] = {
-                "av": av,
-                "ar": ar,
-                "route": "within" if av == ar else "cross",
-                "fve_own": fid["fve_own"],
-                "null_fve_own": shuffled_null_fve(s, m["null_seed"]),
-                "nmse_mean": fid["nmse_mean"],
-                "cos_mean": fid["cos_mean"],
-                "var_own": fid["var_own"],
-                "n": fid["n"],
-                "n_rows": s.n_rows,
-                "tag_failures": s.tag_failures,
-                "fve_own_strict": fid["fve_own_strict"],
-            }
-    matrix = {av: {ar: cells[f"{av}__{ar}"]["fve_own"]["value"] for ar in fams} for av in fams}
-    nulls = {av: {ar: cells[f"{av}__{ar}"]["null_fve_own"] for ar in fams} for av in fams}
-    return {
-        "families": list(fams),
-        "matrix": matrix,
-        "nulls": nulls,
-        "cells": cells,
-        "alignment": spec.get("alignment", {}),
-    }
-
-
-def aggregates() -> dict:
-    """Name -> function(spec) -> data, for every results/<name>.json (E1-E8)."""
-    from nlaprobe.experiments import EXPERIMENTS
-    from nlaprobe.ridge_stage import ridge_scaling
-
-    return {
-        "fve_baseline": fve_baseline,
-        "transfer_matrix": transfer_matrix,
-        **EXPERIMENTS,
-        "ridge_scaling": ridge_scaling,
-    }
+# ----------------------------------------------------------------------------- inputs
 
 
 def alignment_summary(sidecars: Sequence[str]) -> dict:
     """Mean absolute alignment error (chars) over the aligned family's activation sidecars."""
-    from nlaprobe.io import read_yaml
-
     total, rows = 0.0, 0
     for p in sidecars:
         meta = read_yaml(p)
@@ -376,54 +448,24 @@ def alignment_summary(sidecars: Sequence[str]) -> dict:
     return {"mean_abs_error_chars": total / rows if rows else None, "n_rows": rows}
 
 
-def run_aggregate(
-    name: str, spec: dict, out: str, cfg: dict | None = None, record: str | None = None
-) -> dict:
-    """Compute aggregate `name` from `spec`, write `out` and, when given, its input `record`
-    (see write_input_record)."""
-    registry = aggregates()
-    if name not in registry:
-        raise ConfigError(f"unknown aggregate {name!r}; valid: {sorted(registry)}")
-    if record:
-        _check_record_name(record, name)
-    if spec.get("alignment_sidecars"):
-        spec = {**spec, "alignment": alignment_summary(spec["alignment_sidecars"])}
-    data = registry[name](spec)
-    write_json(
-        out,
-        {"meta": results_meta(cfg or spec.get("config", {}), {"aggregate": name}), "data": data},
-    )
-    log.info("wrote %s", out)
-    if record:
-        write_input_record(record, name, out, data)
-    return data
-
-
-def _check_record_name(record: str | Path, name: str) -> Path:
+def check_record_name(record: str | Path, name: str) -> Path:
     record = Path(record)
     if not record.name.startswith(f"{name}-") or record.suffix != ".json":
         raise ConfigError(f"input record {record}: expected a file named {name}-<tag>.json")
     return record
 
 
-def write_input_record(record: str | Path, name: str, out: str | Path, data) -> None:
-    """Write the input record `<dir>/<name>-<tag>.json` of an aggregate just written to `out`
-    (the tag is that of its input list, nlaprobe.plan.Plan.aggregate_record), after the result,
-    and remove the aggregate's records of other input sets in the same folder: the result now
-    belongs to this input set only, so a config switched back to an earlier one finds no
-    record and reruns the aggregate (A, B, A gives A's numbers). Records of other aggregates
-    are left alone."""
-    record = _check_record_name(record, name)
+def write_input_record(record: str | Path, name: str, n_inputs: int) -> None:
+    """Write the input record `<dir>/<name>-<tag>.json` of an aggregate (the tag is that of its
+    input list, nlaprobe.plan.Plan.aggregate_record; the `record` rule runs this before the
+    aggregate, which takes the record as an input) and remove the aggregate's records of other
+    input sets in the same folder: the result at the fixed path will belong to this input set
+    only, so a config switched back to an earlier one finds no record and reruns the aggregate
+    (A, B, A gives A's numbers). Records of other aggregates are left alone."""
+    record = check_record_name(record, name)
     prefix = f"{name}-"
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    write_json(
-        record,
-        {
-            "aggregate": name,
-            "result": str(out),
-            "data_sha256": hashlib.sha256(blob.encode()).hexdigest(),
-        },
-    )
+    tag = record.name[len(prefix) : -len(".json")]
+    write_json(record, {"aggregate": name, "inputs_tag": tag, "n_inputs": n_inputs})
     for other in record.parent.glob(f"{prefix}*.json"):
         rest = other.name[len(prefix) : -len(".json")]
         if other != record and len(rest) == C.TAG_LENGTH and set(rest) <= set("0123456789abcdef"):
