@@ -20,11 +20,11 @@ rule ridge:
     resources:
         mem_mb=P.job_resource("ridge", "mem_mb"),
         runtime=P.job_resource("ridge", "runtime"),
-        gpu=P.gpus(),
+        gpu=P.job_resource("ridge", "gpu"),
     conda:
         "../envs/cpu.yaml"
     shell:
-        "python -m nlaprobe --threads {threads} ridge --n {wildcards.n} --params {params.ridge:q}"
+        "python -m nlaprobe --threads {threads} --gpus {resources.gpu} ridge --n {wildcards.n} --params {params.ridge:q}"
         " --src-ridge {input.src_ridge:q} --dst-ridge {input.dst_ridge:q}"
         " --src-eval {input.src_eval:q} --dst-eval {input.dst_eval:q}"
         " --out-json {output.json:q} --out-npz {output.npz:q} --device {params.device}"

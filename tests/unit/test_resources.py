@@ -194,3 +194,52 @@ def test_largest_is_element_wise():
     a = R.Request(1000, 30, 1, 0, 0)
     b = R.Request(500, 60, 4, 1, 2000)
     assert R.largest([a, b]) == R.Request(1000, 60, 4, 1, 2000)
+
+
+def test_tensor_parallel_decodes_request_that_many_gpus():
+    def tp4(raw):
+        raw["decode"]["tensor_parallel_size"] = 4
+
+    one, four = plan_of("paper"), plan_of("paper", tp4)
+    a, b = one.decode_request("gemma", "greedy"), four.decode_request("gemma", "greedy")
+    assert (a.gpu, b.gpu) == (1, 4)
+    # per device: weights and workspace split 4 ways, each device with its own context
+    assert b.gpu_mem_mb - R.GPU_CONTEXT_MB == pytest.approx(
+        (a.gpu_mem_mb - R.GPU_CONTEXT_MB) / 4, abs=100
+    )
+    assert (b.mem_mb, b.runtime) == (a.mem_mb, a.runtime)
+    w = SimpleNamespace(avtag=four.decode_tag("gemma"), cond="greedy", shard="00000")
+    assert four.job_resource("decode", "gpu")(w) == 4
+    job = four.decode_job(four.decode_tag("gemma"), "greedy", "00000")
+    assert '"tensor_parallel_size":4' in job["params"]
+    # an execution setting, like batch_size: no tag moves
+    assert four.decode_tag("gemma") == one.decode_tag("gemma")
+    # no extraction or scoring job asks for more than one
+    assert (
+        four.extract_request("gemma", "eval").gpu == four.score_request("gemma", "greedy").gpu == 1
+    )
+
+
+def test_extraction_over_several_gpus():
+    def spread(raw):
+        raw["sampling"].update(device_map="auto", gpus_per_job=2)
+
+    one, two = plan_of("paper"), plan_of("paper", spread)
+    a, b = one.extract_request("gemma", "eval"), two.extract_request("gemma", "eval")
+    assert (a.gpu, b.gpu) == (1, 2)
+    assert b.gpu_mem_mb - R.GPU_CONTEXT_MB == pytest.approx(
+        (a.gpu_mem_mb - R.GPU_CONTEXT_MB) / 2, abs=100
+    )
+    assert two.activation_tag("gemma", "eval") == one.activation_tag("gemma", "eval")
+    assert (
+        '"device_map":"auto"'
+        in two.extract_job(two.activation_tag("gemma", "eval"), "eval", "00000")["params"]
+    )
+
+
+def test_cpu_configs_request_no_gpu():
+    plan = plan_of("config")  # the embedded default runs on the CPU
+    assert plan.gpus() == 0
+    assert (
+        plan.decode_request("qwen", "greedy").gpu == plan.extract_request("qwen", "eval").gpu == 0
+    )
