@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -43,6 +44,8 @@ WORKFLOW_FILES = ("Snakefile", "rules", "config", "profiles", "envs")
 SHARD_DOCS = 50  # the paper config's shard size
 TARGET_RATIO = 1.5
 TARGET_SECONDS = 20.0
+LAST_CPU = [0.0]  # CPU seconds of the last `run`
+LOAD_START = ""
 
 
 def parse_args() -> argparse.Namespace:
@@ -80,7 +83,9 @@ def env(repo: Path = REPO) -> dict[str, str]:
 
 def run(cwd: Path, *args: str, repo: Path = REPO) -> tuple[float, str]:
     """Wall time and output (stdout and stderr) of `python -m snakemake ARGS` in `cwd`, with
-    `repo`'s package."""
+    `repo`'s package; its CPU time (user + system of the child) is added to CPU_SECONDS under
+    the same key as the wall time (the last run's)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", *args],
@@ -91,6 +96,8 @@ def run(cwd: Path, *args: str, repo: Path = REPO) -> tuple[float, str]:
         text=True,
     )
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    LAST_CPU[0] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         sys.exit(f"snakemake {' '.join(args)} in {cwd} failed:\n{proc.stdout[-4000:]}")
     return seconds, proc.stdout
@@ -257,13 +264,16 @@ def make_floor(root: Path, outputs: dict, jobs: list[dict]) -> Path:
 
 
 def main() -> None:
+    global LOAD_START
     args = parse_args()
+    LOAD_START = f"{os.getloadavg()[0]:.1f}"
     root = Path(tempfile.mkdtemp(prefix="plan-scale-"))
     try:
         ours, config_args = make_ours(root, args.shards)
         target = [] if args.target == "all" else [args.target]
         dry = [*target, "-n", *config_args]
         seconds, listing = run(ours, *dry)
+        first_cpu = LAST_CPU[0]
         jobs = jobs_of(listing)
         n_jobs = total_jobs(listing)
         if len(jobs) != n_jobs:
@@ -279,16 +289,21 @@ def main() -> None:
             before, _ = make_ours(root, args.shards, args.before.resolve(), "before")
             if total_jobs(run(before, *dry, repo=args.before.resolve())[1]) != n_jobs:
                 sys.exit(f"{args.before} plans another number of jobs than ours")
-        best = {"ours": seconds, "floor": float("inf"), "startup": float("inf")}
-        best["before"] = float("inf")
+        inf = float("inf")
+        best = {"ours": seconds, "floor": inf, "startup": inf, "before": inf}
+        cpu = {"ours": first_cpu, "floor": inf, "startup": inf, "before": inf}
+
+        def measure(key: str, wd: Path, *a: str, repo: Path = REPO) -> None:
+            best[key] = min(best[key], run(wd, *a, repo=repo)[0])
+            cpu[key] = min(cpu[key], LAST_CPU[0])
+
         for i in range(args.repeats):
             if i:
-                best["ours"] = min(best["ours"], run(ours, *dry)[0])
+                measure("ours", ours, *dry)
             if before is not None:
-                t = run(before, *dry, repo=args.before.resolve())[0]
-                best["before"] = min(best["before"], t)
-            best["floor"] = min(best["floor"], run(floor, *floor_dry)[0])
-            best["startup"] = min(best["startup"], run(floor, "--version")[0])
+                measure("before", before, *dry, repo=args.before.resolve())
+            measure("floor", floor, *floor_dry)
+            measure("startup", floor, "--version")
 
         if args.profile:
             proc = subprocess.run(
@@ -302,29 +317,35 @@ def main() -> None:
             if proc.returncode != 0:
                 sys.exit("the profiled run failed")
 
-        ours_s, floor_s, start_s = best["ours"], best["floor"], best["startup"]
+        rows = [("ours (snakemake -n)", "ours")]
+        if before is not None:
+            rows.append((f"before ({args.before})", "before"))
+        rows += [
+            ("floor (trivial Snakefile)", "floor"),
+            ("startup (snakemake --version)", "startup"),
+        ]
         print(f"eval shards: {args.shards} ({args.shards * SHARD_DOCS} documents)")
         print(f"target: {args.target}; jobs planned: {n_jobs} (ours and the floor)")
-        print(f"repeats: {args.repeats} (best wall time of each; runs alternate)")
-        print(f"{'':28}{'wall s':>10}{'net of startup s':>20}")
-        print(f"{'ours (snakemake -n)':28}{ours_s:10.2f}{ours_s - start_s:20.2f}")
+        print(f"repeats: {args.repeats} (best of each; runs alternate)")
+        print(f"load average before/after: {LOAD_START} / {os.getloadavg()[0]:.1f}")
+        print(f"{'':32}{'wall s':>8}{'wall - startup':>16}{'CPU s':>8}{'CPU - startup':>15}")
+        for label, key in rows:
+            net = "" if key == "startup" else f"{best[key] - best['startup']:16.2f}"
+            net_cpu = "" if key == "startup" else f"{cpu[key] - cpu['startup']:15.2f}"
+            print(f"{label:32}{best[key]:8.2f}{net:>16}{cpu[key]:8.2f}{net_cpu:>15}")
+
+        def ratio(a: str, b: str) -> str:
+            w = (best[a] - best["startup"]) / max(best[b] - best["startup"], 1e-9)
+            c = (cpu[a] - cpu["startup"]) / max(cpu[b] - cpu["startup"], 1e-9)
+            return f"{best[a] / best[b]:.2f}x wall, {w:.2f}x wall - startup, {c:.2f}x CPU - startup"
+
+        print(f"ours / floor: {ratio('ours', 'floor')} (target <= {TARGET_RATIO}x)")
         if before is not None:
-            b = best["before"]
-            print(f"{'before (' + str(args.before) + ')':28}{b:10.2f}{b - start_s:20.2f}")
-        print(f"{'floor (trivial Snakefile)':28}{floor_s:10.2f}{floor_s - start_s:20.2f}")
-        print(f"{'startup (snakemake --version)':28}{start_s:10.2f}")
-        net = (ours_s - start_s) / max(floor_s - start_s, 1e-9)
+            print(f"before / floor: {ratio('before', 'floor')}")
+            print(f"before / ours: {ratio('before', 'ours')}")
         print(
-            f"ratio ours / floor: {ours_s / floor_s:.2f}x wall, {net:.2f}x net of startup "
-            f"(target <= {TARGET_RATIO}x); ours {ours_s:.1f} s (target < {TARGET_SECONDS:.0f} s)"
+            f"ours: {best['ours']:.1f} s wall, {cpu['ours']:.1f} s CPU (target < {TARGET_SECONDS:.0f} s)"
         )
-        if before is not None:
-            b = best["before"]
-            print(
-                f"ratio before / floor: {b / floor_s:.2f}x wall, "
-                f"{(b - start_s) / max(floor_s - start_s, 1e-9):.2f}x net of startup; "
-                f"before / ours: {b / ours_s:.2f}x wall"
-            )
         if args.profile:
             print(f"cProfile stats of our dry run: {args.profile}")
     finally:
