@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,6 +12,7 @@ import pytest
 from nlaprobe import resources as R
 from nlaprobe.config import read_config_file, validate_config
 from nlaprobe.errors import ConfigError
+from nlaprobe.extract import ExtractParams
 from nlaprobe.plan import Plan
 
 REPO = Path(__file__).resolve().parents[2]
@@ -231,10 +233,11 @@ def test_extraction_over_several_gpus():
         (a.gpu_mem_mb - R.GPU_CONTEXT_MB) / 2, abs=100
     )
     assert two.activation_tag("gemma", "eval") == one.activation_tag("gemma", "eval")
-    assert (
-        '"device_map":"auto"'
-        in two.extract_job(two.activation_tag("gemma", "eval"), "eval", "00000")["params"]
-    )
+    params = two.extract_job(two.activation_tag("gemma", "eval"), "eval", "00000")["params"]
+    # what the extraction CLI parses: the stage loads the base with device_map="auto"
+    assert ExtractParams.from_json(json.loads(params)).device_map == "auto"
+    one_params = one.extract_job(one.activation_tag("gemma", "eval"), "eval", "00000")["params"]
+    assert ExtractParams.from_json(json.loads(one_params)).device_map is None
 
 
 def test_cpu_configs_request_no_gpu():
