@@ -22,7 +22,7 @@ rule decode:
     resources:
         mem_mb=P.job_resource("decode", "mem_mb"),
         runtime=P.job_resource("decode", "runtime"),
-        gpu=P.job_resource("decode", "gpu"),
+        gpu=P.rule_gpus("decode"),
     conda:
         P.decode_env
     shell:

@@ -19,7 +19,7 @@ rule build_demo:
     resources:
         mem_mb=P.job_resource("build_demo", "mem_mb"),
         runtime=P.job_resource("build_demo", "runtime"),
-        gpu=P.job_resource("build_demo", "gpu"),
+        gpu=P.rule_gpus("build_demo"),
     conda:
         "../envs/cpu.yaml"
     shell:

@@ -23,7 +23,7 @@ rule extract:
     resources:
         mem_mb=P.job_resource("extract", "mem_mb"),
         runtime=P.job_resource("extract", "runtime"),
-        gpu=P.job_resource("extract", "gpu"),
+        gpu=P.rule_gpus("extract"),
     conda:
         "../envs/cpu.yaml"
     shell:

@@ -20,7 +20,7 @@ rule ridge:
     resources:
         mem_mb=P.job_resource("ridge", "mem_mb"),
         runtime=P.job_resource("ridge", "runtime"),
-        gpu=P.job_resource("ridge", "gpu"),
+        gpu=P.rule_gpus("ridge"),
     conda:
         "../envs/cpu.yaml"
     shell:

@@ -24,7 +24,7 @@ rule score:
     resources:
         mem_mb=P.job_resource("score", "mem_mb"),
         runtime=P.job_resource("score", "runtime"),
-        gpu=P.job_resource("score", "gpu"),
+        gpu=P.rule_gpus("score"),
     conda:
         "../envs/cpu.yaml"
     shell:

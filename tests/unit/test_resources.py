@@ -246,3 +246,34 @@ def test_cpu_configs_request_no_gpu():
     assert (
         plan.decode_request("qwen", "greedy").gpu == plan.extract_request("qwen", "eval").gpu == 0
     )
+
+
+@pytest.mark.parametrize("name", ["config", "paper"])
+@pytest.mark.parametrize("tp", [1, 3])
+def test_rule_gpus_equal_every_job_request(name, tp):
+    """The rules declare `gpu` per rule (Plan.rule_gpus); every job's own request agrees."""
+
+    def mutate(raw):
+        if tp > 1:
+            raw["decode"].update(backend="vllm", tensor_parallel_size=tp)
+            raw["sampling"].update(device_map="auto", gpus_per_job=2)
+            raw["run"]["device"] = "cuda"
+
+    plan = plan_of(name, mutate)
+    for fam in plan.families:
+        for split in ("eval", "ridge"):
+            assert plan.extract_request(fam, split).gpu == plan.rule_gpus("extract")
+        for cond in plan.conditions(fam):
+            assert plan.decode_request(fam, cond).gpu == plan.rule_gpus("decode")
+            assert plan.score_request(fam, cond).gpu == plan.rule_gpus("score")
+    for src, dst in plan.ridge_directions():
+        for n in plan.ridge_sizes():
+            assert plan.ridge_request(src, dst, n).gpu == plan.rule_gpus("ridge")
+    for style in plan.demo_styles():
+        assert plan.demo_request(style).gpu == plan.rule_gpus("build_demo")
+    expected = {"decode": tp, "extract": 2} if tp > 1 else {}
+    on_gpu = plan.gpus()
+    assert plan.rule_gpus("decode") == expected.get("decode", on_gpu)
+    assert plan.rule_gpus("extract") == expected.get("extract", on_gpu)
+    with pytest.raises(ConfigError, match="no resource estimate for rule 'corpus'"):
+        plan.rule_gpus("corpus")

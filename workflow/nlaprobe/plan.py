@@ -877,6 +877,27 @@ class Plan:
 
         return resource
 
+    def rule_gpus(self, rule: str) -> int:
+        """The `gpu` request of every job of `rule`: it depends on the rule and the config
+        (run.device, decode.tensor_parallel_size, sampling.gpus_per_job), never on the
+        family, shard or size, so the rule declares it as a number, one function fewer per
+        job for Snakemake to call (the same value as each job's request, tested)."""
+        if rule not in REQUEST_WILDCARDS:
+            raise ConfigError(
+                f"no resource estimate for rule {rule!r}; estimated: {list(REQUEST_WILDCARDS)}"
+            )
+        fam = self.families[0]
+        if rule == "extract":
+            return self.extract_request(fam, "eval").gpu
+        if rule == "decode":
+            return self.decode_request(fam, "greedy").gpu
+        if rule == "score":
+            return self.score_request(fam, "greedy").gpu
+        if rule == "ridge":
+            return self.ridge_request(fam, fam, min(self.ridge_sizes())).gpu
+        styles = self.demo_styles()
+        return self.demo_request(styles[0]).gpu if styles else self.gpus()
+
     def resource_summary(self) -> dict:
         """Per rule (and family, style or direction) the largest request among its jobs: what
         `nlaprobe plan` prints and the README tabulates."""
