@@ -9,10 +9,9 @@ rule decode:
     output:
         "results/decodes/av-{avtag}/{cond}/shard-{shard}.parquet",
     params:
-        checkpoint=lambda w: P.decode_job(w.avtag, w.cond, w.shard)["checkpoint"],
-        decode=lambda w: P.decode_job(w.avtag, w.cond, w.shard)["params"],
+        # the job's checkpoint, params and provenance (JSON), built once per job
+        job=lambda w: P.decode_job(w.avtag, w.cond, w.shard),
         demo_root=lambda w, input: input.model[0] if input.model else "",
-        provenance=lambda w: P.decode_job(w.avtag, w.cond, w.shard)["provenance"],
         device=P.device,
     log:
         "logs/decode/av-{avtag}/{cond}/shard-{shard}.log",
@@ -23,11 +22,11 @@ rule decode:
     resources:
         mem_mb=P.job_resource("decode", "mem_mb"),
         runtime=P.job_resource("decode", "runtime"),
-        gpu=P.gpus(),
+        gpu=P.rule_gpus("decode"),
     conda:
         P.decode_env
     shell:
-        "python -m nlaprobe --threads {threads} decode --checkpoint {params.checkpoint:q}"
-        " --activations {input.acts:q} --cond {wildcards.cond} --params {params.decode:q}"
-        " --out {output:q} --demo-root={params.demo_root:q} --provenance {params.provenance:q}"
+        "python -m nlaprobe --threads {threads} --gpus {resources.gpu} decode --checkpoint {params.job[checkpoint]:q}"
+        " --activations {input.acts:q} --cond {wildcards.cond} --params {params.job[params]:q}"
+        " --out {output:q} --demo-root={params.demo_root:q} --provenance {params.job[provenance]:q}"
         " --device {params.device} > {log:q} 2>&1"

@@ -19,9 +19,9 @@ rule build_demo:
     resources:
         mem_mb=P.job_resource("build_demo", "mem_mb"),
         runtime=P.job_resource("build_demo", "runtime"),
-        gpu=0,
+        gpu=P.rule_gpus("build_demo"),
     conda:
         "../envs/cpu.yaml"
     shell:
-        "python -m nlaprobe --threads {threads} build-demo --style {wildcards.style} --params {params.demo:q}"
+        "python -m nlaprobe --threads {threads} --gpus {resources.gpu} build-demo --style {wildcards.style} --params {params.demo:q}"
         " --out {params.out:q} > {log:q} 2>&1"

@@ -9,10 +9,9 @@ rule extract:
         acts="results/activations/base-{btag}/{split}/shard-{shard}.parquet",
         meta="results/activations/base-{btag}/{split}/shard-{shard}.nla_meta.yaml",
     params:
-        checkpoint=lambda w: P.extract_job(w.btag, w.split, w.shard)["checkpoint"],
-        extract=lambda w: P.extract_job(w.btag, w.split, w.shard)["params"],
+        # the job's checkpoint, params and provenance (JSON), built once per job
+        job=lambda w: P.extract_job(w.btag, w.split, w.shard),
         demo_root=lambda w, input: input.model[0] if input.model else "",
-        provenance=lambda w: P.extract_job(w.btag, w.split, w.shard)["provenance"],
         positions=lambda w, input: input.get("positions", ""),
         device=P.device,
     log:
@@ -24,13 +23,13 @@ rule extract:
     resources:
         mem_mb=P.job_resource("extract", "mem_mb"),
         runtime=P.job_resource("extract", "runtime"),
-        gpu=P.gpus(),
+        gpu=P.rule_gpus("extract"),
     conda:
         P.model_env
     shell:
-        "python -m nlaprobe --threads {threads} extract --checkpoint {params.checkpoint:q} --params {params.extract:q}"
+        "python -m nlaprobe --threads {threads} --gpus {resources.gpu} extract --checkpoint {params.job[checkpoint]:q} --params {params.job[params]:q}"
         " --corpus {input.corpus:q} --out {output.acts:q} --positions={params.positions:q}"
-        " --demo-root={params.demo_root:q} --provenance {params.provenance:q}"
+        " --demo-root={params.demo_root:q} --provenance {params.job[provenance]:q}"
         " --device {params.device} > {log:q} 2>&1"
 
 

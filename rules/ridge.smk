@@ -28,11 +28,12 @@ rule ridge:
     resources:
         mem_mb=P.job_resource("ridge", "mem_mb"),
         runtime=P.job_resource("ridge", "runtime"),
-        gpu=P.gpus(),
+        gpu=P.rule_gpus("ridge"),
     conda:
         P.model_env
     shell:
-        "python -m nlaprobe --threads {threads} ridge --n {wildcards.n} --params {params.ridge:q}"
+        "python -m nlaprobe --threads {threads} --gpus {resources.gpu} ridge --n {wildcards.n}"
+        " --params {params.ridge:q}"
         " --src-ridge {params.src_ridge:q} --dst-ridge {params.dst_ridge:q}"
         " --src-eval {params.src_eval:q} --dst-eval {params.dst_eval:q}"
         " --ridge-shards {params.n_ridge} --eval-shards {params.n_eval}"

@@ -11,16 +11,9 @@ rule score:
     output:
         "results/scores/av-{avtag}__ar-{artag}/{cond}/{variant}/shard-{shard}.parquet",
     params:
-        checkpoint=lambda w: P.score_job(w.avtag, w.artag, w.cond, w.variant, w.shard)[
-            "checkpoint"
-        ],
-        score=lambda w: P.score_job(w.avtag, w.artag, w.cond, w.variant, w.shard)[
-            "params"
-        ],
+        # the job's checkpoint, params and provenance (JSON), built once per job
+        job=lambda w: P.score_job(w.avtag, w.artag, w.cond, w.variant, w.shard),
         demo_root=lambda w, input: input.model[0] if input.model else "",
-        provenance=lambda w: P.score_job(w.avtag, w.artag, w.cond, w.variant, w.shard)[
-            "provenance"
-        ],
         device=P.device,
     log:
         "logs/score/av-{avtag}__ar-{artag}/{cond}/{variant}/shard-{shard}.log",
@@ -31,11 +24,11 @@ rule score:
     resources:
         mem_mb=P.job_resource("score", "mem_mb"),
         runtime=P.job_resource("score", "runtime"),
-        gpu=P.gpus(),
+        gpu=P.rule_gpus("score"),
     conda:
         P.model_env
     shell:
-        "python -m nlaprobe --threads {threads} score --checkpoint {params.checkpoint:q}"
+        "python -m nlaprobe --threads {threads} --gpus {resources.gpu} score --checkpoint {params.job[checkpoint]:q}"
         " --decodes {input.decodes:q} --gold {input.gold:q} --variant {wildcards.variant}"
-        " --params {params.score:q} --out {output:q} --demo-root={params.demo_root:q}"
-        " --provenance {params.provenance:q} --device {params.device} > {log:q} 2>&1"
+        " --params {params.job[params]:q} --out {output:q} --demo-root={params.demo_root:q}"
+        " --provenance {params.job[provenance]:q} --device {params.device} > {log:q} 2>&1"

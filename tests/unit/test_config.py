@@ -145,8 +145,10 @@ def test_defaults_are_filled(cfg: dict[str, Any]) -> None:
         "batch_size": 16,
         "n_samples": 10,
         "temperature": 1.0,
+        "tensor_parallel_size": 1,
     }
     assert out["sampling"]["min_position"] == 50
+    assert out["sampling"]["device_map"] is None and out["sampling"]["gpus_per_job"] == 1
     assert out["sampling"]["positions_per_doc"] == 4  # given values are kept
     assert out["demo"]["num_layers"] == 4
     assert out["corpus"]["text_field"] == "text"
@@ -547,3 +549,43 @@ def test_stage_parameters_follow_the_config_schema() -> None:
         with pytest.raises(ConfigError) as info:
             validate_params(raw, fields, source="--params")
         assert str(info.value).startswith("--params: ") and needle in str(info.value), info.value
+
+
+# ------------------------------------------------------------------------- jobs on several GPUs
+
+
+def test_gpus_per_job_keys_validate(cfg):
+    cfg["run"]["device"] = "cuda"
+    cfg["decode"].update(backend="vllm", tensor_parallel_size=4)
+    cfg["sampling"].update(device_map="auto", gpus_per_job=2)
+    out = validate_config(cfg)
+    assert out["decode"]["tensor_parallel_size"] == 4
+    assert (out["sampling"]["device_map"], out["sampling"]["gpus_per_job"]) == ("auto", 2)
+
+
+def test_tensor_parallel_needs_vllm_and_a_gpu(cfg):
+    cfg["run"]["device"] = "cpu"
+    cfg["decode"].update(backend="hf", tensor_parallel_size=2)
+    _fails(
+        cfg,
+        "key 'decode.tensor_parallel_size': 2 GPUs per decode need decode.backend vllm",
+        "key 'decode.tensor_parallel_size': 2 GPUs per job need run.device cuda or auto, got 'cpu'",
+    )
+    cfg["decode"]["tensor_parallel_size"] = 0
+    _fails(cfg, "decode.tensor_parallel_size")
+
+
+def test_gpus_per_extraction_need_device_map_auto(cfg):
+    cfg["sampling"]["gpus_per_job"] = 2
+    _fails(cfg, "key 'sampling.gpus_per_job': 2 GPUs per extraction need sampling.device_map auto")
+    cfg["sampling"].update(gpus_per_job=1, device_map="balanced")
+    _fails(cfg, "sampling.device_map")
+
+
+def test_device_map_null_from_the_command_line():
+    from nlaprobe.config import workflow_config
+
+    out = workflow_config(DEFAULT, [], {"sampling": {"device_map": "null", "gpus_per_job": "1"}})
+    assert out["sampling"]["device_map"] is None and out["sampling"]["gpus_per_job"] == 1
+    out = workflow_config(DEFAULT, [], {"sampling": {"device_map": "auto"}})
+    assert out["sampling"]["device_map"] == "auto"

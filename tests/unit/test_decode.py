@@ -563,3 +563,31 @@ def test_vllm_engine_cache_follows_the_runner(monkeypatch):
     c = backend(())
     assert inits == [None, "0"]
     assert a.llm is not b.llm and c.llm is b.llm
+
+
+def test_tensor_parallel_needs_vllm_and_is_checked_like_the_config(tmp_path):
+    from nlaprobe.errors import ConfigError
+
+    p = D.DecodeParams.from_json({"backend": "vllm", "tensor_parallel_size": 4})
+    assert p.tensor_parallel_size == 4
+    with pytest.raises(ConfigError, match=r"tensor_parallel_size"):
+        D.DecodeParams.from_json({"tensor_parallel_size": 0})
+    # refused before any file is read (the paths do not exist)
+    with pytest.raises(ConfigError, match=r"tensor_parallel_size 2 needs decode.backend vllm"):
+        D.decode_shard(
+            None,
+            str(tmp_path / "missing.parquet"),
+            str(tmp_path / "out.parquet"),
+            D.parse_condition("greedy"),
+            seed=1,
+            backend="hf",
+            tensor_parallel_size=2,
+        )
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_vllm_engine_gets_the_tensor_parallel_size():
+    kw, _env = D.vllm_engine_kwargs(
+        "/m", "bfloat16", max_model_len=300, device="cuda", tensor_parallel_size=4
+    )
+    assert kw["tensor_parallel_size"] == 4 and kw["model"] == "/m"

@@ -1192,3 +1192,39 @@ def test_record_params_are_given_only_for_the_current_input_record(name):
             plan.record_params_for(agg, "0" * 10 if itag != "0" * 10 else "1" * 10)
     with pytest.raises(ConfigError, match="unknown aggregate"):
         plan.record_params_for("no_such", "0123456789")
+
+
+def test_jobs_are_built_once_and_tags_hashed_once(monkeypatch):
+    """Snakemake asks for a job's inputs, params, threads and resources through several
+    functions: the Plan builds each job once, and hashes each tag once, whatever the shards."""
+    import nlaprobe.plan as plan_module
+
+    plan = plan_of("paper")
+    calls = []
+    real = plan_module.tag_of
+    monkeypatch.setattr(plan_module, "tag_of", lambda spec: calls.append(1) or real(spec))
+
+    def build(shards):
+        for shard in shards:
+            for fam in plan.families:
+                dtag, atag = plan.decode_tag(fam), plan.ar_tag(fam)
+                btag = plan.activation_tag(fam, "eval")
+                job = plan.decode_job(dtag, "greedy", shard)
+                assert plan.decode_job(dtag, "greedy", shard) is job
+                assert plan.score_job(dtag, atag, "greedy", "full", shard) is plan.score_job(
+                    dtag, atag, "greedy", "full", shard
+                )
+                assert plan.extract_job(btag, "eval", shard) is plan.extract_job(
+                    btag, "eval", shard
+                )
+
+    build([f"{i:05d}" for i in range(3)])
+    first = len(calls)
+    # every tag of these jobs: per family activations, positions, decode, AR; corpus
+    assert 0 < first <= 12
+    build([f"{i:05d}" for i in range(3, 200)])
+    assert len(calls) == first
+    # a job's content does not depend on how often it was asked for
+    fresh = plan_of("paper")
+    dtag = fresh.decode_tag("qwen")
+    assert fresh.decode_job(dtag, "greedy", "00007") == plan.decode_job(dtag, "greedy", "00007")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,6 +12,7 @@ import pytest
 from nlaprobe import resources as R
 from nlaprobe.config import read_config_file, validate_config
 from nlaprobe.errors import ConfigError
+from nlaprobe.extract import ExtractParams
 from nlaprobe.plan import Plan
 
 REPO = Path(__file__).resolve().parents[2]
@@ -202,3 +204,84 @@ def test_largest_is_element_wise():
     a = R.Request(1000, 30, 1, 0, 0)
     b = R.Request(500, 60, 4, 1, 2000)
     assert R.largest([a, b]) == R.Request(1000, 60, 4, 1, 2000)
+
+
+def test_tensor_parallel_decodes_request_that_many_gpus():
+    def tp4(raw):
+        raw["decode"]["tensor_parallel_size"] = 4
+
+    one, four = plan_of("paper"), plan_of("paper", tp4)
+    a, b = one.decode_request("gemma", "greedy"), four.decode_request("gemma", "greedy")
+    assert (a.gpu, b.gpu) == (1, 4)
+    # per device: weights and workspace split 4 ways, each device with its own context
+    assert b.gpu_mem_mb - R.GPU_CONTEXT_MB == pytest.approx(
+        (a.gpu_mem_mb - R.GPU_CONTEXT_MB) / 4, abs=100
+    )
+    assert (b.mem_mb, b.runtime) == (a.mem_mb, a.runtime)
+    w = SimpleNamespace(avtag=four.decode_tag("gemma"), cond="greedy", shard="00000")
+    assert four.job_resource("decode", "gpu")(w) == 4
+    job = four.decode_job(four.decode_tag("gemma"), "greedy", "00000")
+    assert '"tensor_parallel_size":4' in job["params"]
+    # an execution setting, like batch_size: no tag moves
+    assert four.decode_tag("gemma") == one.decode_tag("gemma")
+    # no extraction or scoring job asks for more than one
+    assert (
+        four.extract_request("gemma", "eval").gpu == four.score_request("gemma", "greedy").gpu == 1
+    )
+
+
+def test_extraction_over_several_gpus():
+    def spread(raw):
+        raw["sampling"].update(device_map="auto", gpus_per_job=2)
+
+    one, two = plan_of("paper"), plan_of("paper", spread)
+    a, b = one.extract_request("gemma", "eval"), two.extract_request("gemma", "eval")
+    assert (a.gpu, b.gpu) == (1, 2)
+    assert b.gpu_mem_mb - R.GPU_CONTEXT_MB == pytest.approx(
+        (a.gpu_mem_mb - R.GPU_CONTEXT_MB) / 2, abs=100
+    )
+    assert two.activation_tag("gemma", "eval") == one.activation_tag("gemma", "eval")
+    params = two.extract_job(two.activation_tag("gemma", "eval"), "eval", "00000")["params"]
+    # what the extraction CLI parses: the stage loads the base with device_map="auto"
+    assert ExtractParams.from_json(json.loads(params)).device_map == "auto"
+    one_params = one.extract_job(one.activation_tag("gemma", "eval"), "eval", "00000")["params"]
+    assert ExtractParams.from_json(json.loads(one_params)).device_map is None
+
+
+def test_cpu_configs_request_no_gpu():
+    plan = plan_of("config")  # the embedded default runs on the CPU
+    assert plan.gpus() == 0
+    assert (
+        plan.decode_request("qwen", "greedy").gpu == plan.extract_request("qwen", "eval").gpu == 0
+    )
+
+
+@pytest.mark.parametrize("name", ["config", "paper"])
+@pytest.mark.parametrize("tp", [1, 3])
+def test_rule_gpus_equal_every_job_request(name, tp):
+    """The rules declare `gpu` per rule (Plan.rule_gpus); every job's own request agrees."""
+
+    def mutate(raw):
+        if tp > 1:
+            raw["decode"].update(backend="vllm", tensor_parallel_size=tp)
+            raw["sampling"].update(device_map="auto", gpus_per_job=2)
+            raw["run"]["device"] = "cuda"
+
+    plan = plan_of(name, mutate)
+    for fam in plan.families:
+        for split in ("eval", "ridge"):
+            assert plan.extract_request(fam, split).gpu == plan.rule_gpus("extract")
+        for cond in plan.conditions(fam):
+            assert plan.decode_request(fam, cond).gpu == plan.rule_gpus("decode")
+            assert plan.score_request(fam, cond).gpu == plan.rule_gpus("score")
+    for src, dst in plan.ridge_directions():
+        for n in plan.ridge_sizes():
+            assert plan.ridge_request(src, dst, n).gpu == plan.rule_gpus("ridge")
+    for style in plan.demo_styles():
+        assert plan.demo_request(style).gpu == plan.rule_gpus("build_demo")
+    expected = {"decode": tp, "extract": 2} if tp > 1 else {}
+    on_gpu = plan.gpus()
+    assert plan.rule_gpus("decode") == expected.get("decode", on_gpu)
+    assert plan.rule_gpus("extract") == expected.get("extract", on_gpu)
+    with pytest.raises(ConfigError, match="no resource estimate for rule 'corpus'"):
+        plan.rule_gpus("corpus")

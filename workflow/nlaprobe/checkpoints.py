@@ -559,16 +559,28 @@ def load_config(src: Source):
         return AutoConfig.from_pretrained(src.name, **_pretrained_kwargs(src))
 
 
-def load_causal_lm(src: Source, device: str | torch.device = "cpu"):
-    """A causal LM (for the base model: the multimodal Gemma-3 wrapper loads as it is)."""
+def load_causal_lm(
+    src: Source, device: str | torch.device = "cpu", *, device_map: str | None = None
+):
+    """A causal LM (for the base model: the multimodal Gemma-3 wrapper loads as it is).
+    `device_map="auto"` on a CUDA device lets transformers (accelerate) spread the layers over
+    every visible GPU (the job's leased ones) instead of moving the model to `device`; on the
+    CPU it is ignored."""
     from transformers import AutoModelForCausalLM
 
     _check_local(src)
+    spread = device_map == "auto" and str(device).startswith("cuda")
+    if device_map is not None and not spread:
+        log.info("device_map %r ignored on device %s: the model loads whole", device_map, device)
     with _load_errors(src, "model weights"):
         model = AutoModelForCausalLM.from_pretrained(
-            src.name, dtype=src.dtype, use_safetensors=True, **_pretrained_kwargs(src)
+            src.name,
+            dtype=src.dtype,
+            use_safetensors=True,
+            **({"device_map": "auto"} if spread else {}),
+            **_pretrained_kwargs(src),
         )
-    return model.to(device).eval()
+    return (model if spread else model.to(device)).eval()
 
 
 @dataclass

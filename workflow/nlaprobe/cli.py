@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -131,6 +132,7 @@ def cmd_decode(args) -> int:
         max_new_tokens=p.max_new_tokens,
         batch_size=p.batch_size,
         backend=p.backend,
+        tensor_parallel_size=p.tensor_parallel_size,
         device=args.device,
         provenance=_json_arg(args.provenance, "provenance") if args.provenance else {},
     )
@@ -248,6 +250,15 @@ def cmd_record(args) -> int:
     return 0
 
 
+def cmd_exec(args) -> int:
+    import subprocess
+
+    command = args.command_line[1:] if args.command_line[:1] == ["--"] else args.command_line
+    if not command:
+        raise ConfigError("exec: expected a command after `--`")
+    return subprocess.run(command, check=False).returncode
+
+
 def cmd_build_demo(args) -> int:
     from nlaprobe.demo import build_demo
 
@@ -262,6 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nlaprobe", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.add_argument("--threads", type=int, help="torch CPU threads (Snakemake passes {threads})")
+    p.add_argument(
+        "--gpus",
+        type=int,
+        default=0,
+        help="GPUs to lease for the command (Snakemake passes {resources.gpu}): free visible "
+        "devices, exported as CUDA_VISIBLE_DEVICES (nlaprobe.devices)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("validate-config", help="validate config files against config/schema.yaml")
@@ -396,6 +414,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--params", required=True, help="the demo settings as JSON")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_build_demo)
+
+    s = sub.add_parser(
+        "exec", help="run a command on leased GPUs: `nlaprobe --gpus N exec -- CMD ...`"
+    )
+    s.add_argument("command_line", nargs=argparse.REMAINDER, help="-- and the command")
+    s.set_defaults(func=cmd_exec)
     return p
 
 
@@ -426,6 +450,21 @@ def clean_leftovers(args) -> None:
             log.info("removed %s, left by an earlier run that was killed", path)
 
 
+def lease_devices(count: int):
+    """Lease `count` GPUs for this process and export them as CUDA_VISIBLE_DEVICES (see
+    nlaprobe.devices); None when nothing is leased."""
+    from nlaprobe.devices import lease_gpus
+
+    lease = lease_gpus(
+        count,
+        what="--gpus (the job's `gpu` resource: run.device, decode.tensor_parallel_size, "
+        "sampling.gpus_per_job)",
+    )
+    if lease is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(lease.devices)
+    return lease
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -433,11 +472,14 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     clean_leftovers(args)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    lease = None
     try:
+        # before torch (or vLLM) can read it: the job's devices are the leased ones
+        lease = lease_devices(args.gpus)
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         return int(args.func(args) or 0)
     except CorruptFileError as e:
         # set aside (and recorded for the Snakefile's onerror): the workflow rebuilds it
@@ -454,3 +496,6 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", e)
         sys.stderr.flush()
         return 2
+    finally:
+        if lease is not None:
+            lease.release()

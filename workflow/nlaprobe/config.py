@@ -457,6 +457,38 @@ def _check_run(run: Mapping[str, Any], families: Mapping[str, Any]) -> list[Prob
     return []
 
 
+def _check_gpus(cfg: Mapping[str, Any]) -> list[Problem]:
+    """Jobs on several GPUs: vLLM's tensor parallelism for decodes, transformers' device_map
+    for extraction; neither runs on the CPU."""
+    problems: list[Problem] = []
+    device = cfg["run"]["device"]
+    tp = cfg["decode"]["tensor_parallel_size"]
+    if tp > 1 and cfg["decode"]["backend"] != "vllm":
+        problems.append(
+            (
+                ("decode", "tensor_parallel_size"),
+                f"{tp} GPUs per decode need decode.backend vllm (the hf backend decodes on "
+                f"one device), got backend {cfg['decode']['backend']!r}",
+            )
+        )
+    per_job = cfg["sampling"]["gpus_per_job"]
+    if per_job > 1 and cfg["sampling"]["device_map"] != "auto":
+        problems.append(
+            (
+                ("sampling", "gpus_per_job"),
+                f"{per_job} GPUs per extraction need sampling.device_map auto (the model on "
+                "one device uses one)",
+            )
+        )
+    for path, n in (
+        (("decode", "tensor_parallel_size"), tp),
+        (("sampling", "gpus_per_job"), per_job),
+    ):
+        if n > 1 and device == "cpu":
+            problems.append((path, f"{n} GPUs per job need run.device cuda or auto, got 'cpu'"))
+    return problems
+
+
 def _check_families_alone(families: Mapping[str, Any], prefix: Path_) -> list[Problem]:
     """The family checks that need no other section (layer ranges need `demo`)."""
     return _check_families(families, None, prefix)
@@ -505,6 +537,8 @@ def validate_config(cfg: Mapping[str, Any], *, source: str = "config") -> dict[s
         problems += _check_families(ok, demo, ("families",))
         if "run" not in bad:
             problems += _check_run(filled["run"], families)
+    if not {"run", "decode", "sampling"} & bad:
+        problems += _check_gpus(filled)
     _raise([*lines, *(_line(source, path, message) for path, message in problems)])
     logger.debug("validated config from %s", source)
     return filled

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from nlaprobe import constants as C
+from nlaprobe.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -210,11 +211,13 @@ class DecodeParams:
     n_samples: int = 10
     temperature: float = 1.0
     backend: str = "hf"
+    tensor_parallel_size: int = 1
 
     FIELDS: ClassVar[dict[str, str]] = {
         "seed": "run.seed",
         **{k: f"decode.{k}" for k in ("max_new_tokens", "batch_size", "n_samples", "temperature")},
         "backend": "decode.backend",
+        "tensor_parallel_size": "decode.tensor_parallel_size",
     }
 
     @classmethod
@@ -625,8 +628,10 @@ def decode_shard(
     backend: str = "hf",
     device: str = "cpu",
     provenance: dict | None = None,
+    tensor_parallel_size: int = 1,
 ) -> dict:
-    """The decode stage on files: the AV family's activation shard -> decode shard (atomic)."""
+    """The decode stage on files: the AV family's activation shard -> decode shard (atomic).
+    `tensor_parallel_size` > 1 (vLLM only) spreads the AV over that many of the job's GPUs."""
     from nlaprobe import constants as C
     from nlaprobe.checkpoints import load_av, require_safetensors
     from nlaprobe.extract import resolve_device
@@ -638,9 +643,15 @@ def decode_shard(
             "max_new_tokens": max_new_tokens,
             "batch_size": batch_size,
             "backend": backend,
+            "tensor_parallel_size": tensor_parallel_size,
         },
         source="decode parameters",
     )
+    if tensor_parallel_size > 1 and backend != "vllm":
+        raise ConfigError(
+            f"decode.tensor_parallel_size {tensor_parallel_size} needs decode.backend vllm, "
+            f"got {backend!r}"
+        )
     backend_cls = get_backend(backend)
     device = resolve_device(device)
     column = C.COL_VECTOR if cond.layer is None else C.layer_column(cond.layer)
@@ -672,6 +683,7 @@ def decode_shard(
             dtype=str(src.dtype).removeprefix("torch."),
             max_model_len=len(av.prompt_ids) + max_new_tokens,
             device=device,
+            **({"tensor_parallel_size": tensor_parallel_size} if tensor_parallel_size > 1 else {}),
         )
         base = av.prompt_embeds_from_weights(src.dtype)
     rows = decode_rows(

@@ -45,6 +45,7 @@ EXTRACT_FIELDS = {
     "min_position": "sampling.min_position",
     "max_length": "sampling.max_length",
     "batch_size": "sampling.batch_size",
+    "device_map": "sampling.device_map",
 }
 
 
@@ -59,6 +60,7 @@ class ExtractParams:
     min_position: int = 50
     max_length: int = 4096
     batch_size: int = 8
+    device_map: str | None = None  # "auto": the base spread over the job's GPUs
 
     def __post_init__(self):
         self.check(asdict(self), "extract parameters")
@@ -347,7 +349,7 @@ def extract_shard(
     docs = read_corpus_shard(corpus_shard)
     positions = read_positions(positions_in) if positions_in is not None else None
     tokenizer = load_tokenizer(src)
-    model = load_causal_lm(src, device)
+    model = load_causal_lm(src, device, device_map=params.device_map)
     result = extract(
         model,
         tokenizer,

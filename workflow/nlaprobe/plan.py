@@ -167,13 +167,23 @@ def sampling_spec(cfg: dict) -> dict:
     }
 
 
+# what Plan.identity hands to a job: the specs read from outside the config
+IDENTITY_KINDS = ("checkpoint", "corpus", "demo")
+
+
 @dataclass(frozen=True)
 class Plan:
     """Paths and parameters of every artifact of one validated config. What the tags read
     beyond the config (local checkpoint folders, the built-in corpus) is read once, when the
     Plan is made: one Plan, one state of those files. `known` (what `identity()` of another
     Plan of the same config returned) gives those specs instead, read nowhere: an aggregate job
-    plans with the specs of the Plan that built the DAG."""
+    plans with the specs of the Plan that built the DAG.
+
+    Specs, tags and jobs are built once and memoised (`_memo`): Snakemake asks for a job's
+    inputs, params, threads and resources through several functions per job, and planning
+    1,000 shards makes ~10^4 jobs (benchmarks/plan_scale.py). The config must therefore not
+    change after the Plan is made, and what the methods return is shared: read it, never
+    mutate it."""
 
     cfg: dict
     known: InitVar[Sequence | None] = None
@@ -188,7 +198,7 @@ class Plan:
                 and len(item) == 2
                 and isinstance(item[0], list | tuple)
                 and item[0]
-                and item[0][0] in ("checkpoint", "corpus", "demo")
+                and item[0][0] in IDENTITY_KINDS
             ):
                 raise ConfigError(
                     f"identity specs: expected [[kind, ...], spec] pairs with kind checkpoint, corpus "
@@ -203,15 +213,21 @@ class Plan:
         for style in self.demo_styles():
             self.demo_spec(style)
 
-    def _memo(self, key: tuple, make) -> dict:
-        if key not in self._specs:
-            self._specs[key] = make()
-        return self._specs[key]
+    def _memo(self, key: tuple, make):
+        try:
+            return self._specs[key]
+        except KeyError:
+            value = self._specs[key] = make()
+            return value
 
     def identity(self) -> list:
         """The specs read from outside the config (checkpoint, corpus and demo specs): what
         `Plan(cfg, known=...)` takes to plan the same paths without reading those files."""
-        return [[list(k), v] for k, v in sorted(self._specs.items())]
+        return [
+            [list(k), v]
+            for k, v in sorted(self._specs.items(), key=lambda kv: repr(kv[0]))
+            if k[0] in IDENTITY_KINDS
+        ]
 
     def checkpoint_spec(self, fam: str, role: str) -> dict:
         return self._memo(("checkpoint", fam, role), lambda: checkpoint_spec(self.cfg, fam, role))
@@ -237,13 +253,15 @@ class Plan:
 
     # ------------------------------------------------------------------ corpus
     def corpus_tag(self, split: str) -> str:
-        return tag_of(self.corpus_spec(split))
+        return self._memo(("corpus_tag", split), lambda: tag_of(self.corpus_spec(split)))
 
     def n_shards(self, split: str) -> int:
         return n_shards(self.cfg["corpus"], split)
 
     def shards(self, split: str) -> list[str]:
-        return [C.shard_name(i) for i in range(self.n_shards(split))]
+        return self._memo(
+            ("shards", split), lambda: [C.shard_name(i) for i in range(self.n_shards(split))]
+        )
 
     def corpus_shard(self, split: str, shard: str) -> str:
         return f"{RESULTS}/corpus/corpus-{self.corpus_tag(split)}/{split}/shard-{shard}.parquet"
@@ -258,10 +276,12 @@ class Plan:
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_tag(self, fam: str, role: str) -> str:
-        return tag_of(self.checkpoint_spec(fam, role))
+        return self._memo(
+            ("checkpoint_tag", fam, role), lambda: tag_of(self.checkpoint_spec(fam, role))
+        )
 
     def demo_tag(self, style: str) -> str:
-        return tag_of(self.demo_spec(style))
+        return self._memo(("demo_tag", style), lambda: tag_of(self.demo_spec(style)))
 
     def demo_dir(self, style: str) -> str:
         return f"{RESULTS}/demo/demo-{self.demo_tag(style)}/{style}"
@@ -289,6 +309,9 @@ class Plan:
 
     # ------------------------------------------------------------------ activations
     def activation_spec(self, fam: str, split: str) -> dict:
+        return self._memo(("activation", fam, split), lambda: self._activation_spec(fam, split))
+
+    def _activation_spec(self, fam: str, split: str) -> dict:
         spec = {
             "base": self.checkpoint_spec(fam, "base"),
             "corpus": self.corpus_spec(split),
@@ -308,10 +331,12 @@ class Plan:
         }
 
     def positions_tag(self, split: str) -> str:
-        return tag_of(self.positions_spec(split))
+        return self._memo(("positions_tag", split), lambda: tag_of(self.positions_spec(split)))
 
     def activation_tag(self, fam: str, split: str) -> str:
-        return tag_of(self.activation_spec(fam, split))
+        return self._memo(
+            ("activation_tag", fam, split), lambda: tag_of(self.activation_spec(fam, split))
+        )
 
     def activation_shard(self, fam: str, split: str, shard: str) -> str:
         return f"{RESULTS}/activations/base-{self.activation_tag(fam, split)}/{split}/shard-{shard}.parquet"
@@ -326,10 +351,22 @@ class Plan:
         tag = self.activation_tag(self.primary, split)
         return f"{RESULTS}/positions/base-{tag}/{split}/shard-{shard}.parquet"
 
+    def _family_of(self, kind: str, tag_fn) -> dict[str, str]:
+        """{tag: family} of one kind of tag (tags of distinct families differ: their specs
+        name different checkpoints or layers; equal ones would resolve to the first)."""
+
+        def make() -> dict[str, str]:
+            out: dict[str, str] = {}
+            for fam in self.families:
+                out.setdefault(tag_fn(fam), fam)
+            return out
+
+        return self._memo(("family_of", kind), make)
+
     def family_for_activation_tag(self, btag: str, split: str) -> str:
-        for fam in self.families:
-            if self.activation_tag(fam, split) == btag:
-                return fam
+        fams = self._family_of(f"activations/{split}", lambda f: self.activation_tag(f, split))
+        if btag in fams:
+            return fams[btag]
         raise ConfigError(
             f"activation tag {btag!r} for split {split!r} is not produced by this config "
             f"(known: { {f: self.activation_tag(f, split) for f in self.families} })"
@@ -356,37 +393,43 @@ class Plan:
 
     # ------------------------------------------------------------------ decodes and scores
     def decode_spec(self, fam: str) -> dict:
-        return {
-            "av": self.checkpoint_spec(fam, "av"),
-            "activations": self.activation_tag(fam, "eval"),
-            "decode": decode_params(self.cfg),
-        }
+        return self._memo(
+            ("decode", fam),
+            lambda: {
+                "av": self.checkpoint_spec(fam, "av"),
+                "activations": self.activation_tag(fam, "eval"),
+                "decode": decode_params(self.cfg),
+            },
+        )
 
     def decode_tag(self, fam: str) -> str:
-        return tag_of(self.decode_spec(fam))
+        return self._memo(("decode_tag", fam), lambda: tag_of(self.decode_spec(fam)))
 
     def decode_shard(self, fam: str, cond: str, shard: str) -> str:
         return f"{RESULTS}/decodes/av-{self.decode_tag(fam)}/{cond}/shard-{shard}.parquet"
 
     def family_for_decode_tag(self, avtag: str) -> str:
-        for fam in self.families:
-            if self.decode_tag(fam) == avtag:
-                return fam
+        fams = self._family_of("decode", self.decode_tag)
+        if avtag in fams:
+            return fams[avtag]
         raise ConfigError(f"decode tag av-{avtag} is not produced by this config")
 
     def ar_spec(self, fam: str) -> dict:
-        return {
-            "ar": self.checkpoint_spec(fam, "ar"),
-            "gold": self.activation_tag(fam, "eval"),
-        }
+        return self._memo(
+            ("ar", fam),
+            lambda: {
+                "ar": self.checkpoint_spec(fam, "ar"),
+                "gold": self.activation_tag(fam, "eval"),
+            },
+        )
 
     def ar_tag(self, fam: str) -> str:
-        return tag_of(self.ar_spec(fam))
+        return self._memo(("ar_tag", fam), lambda: tag_of(self.ar_spec(fam)))
 
     def family_for_ar_tag(self, artag: str) -> str:
-        for fam in self.families:
-            if self.ar_tag(fam) == artag:
-                return fam
+        fams = self._family_of("ar", self.ar_tag)
+        if artag in fams:
+            return fams[artag]
         raise ConfigError(f"AR tag ar-{artag} is not produced by this config")
 
     def score_shard(self, av: str, ar: str, cond: str, variant: str, shard: str) -> str:
@@ -415,7 +458,23 @@ class Plan:
             return self.decode_shard(fam, cond, shard)
         return self.redacted_shard(fam, variant, shard)
 
+    # Each job is built once, keyed by its wildcards: a rule's inputs and params functions all
+    # read the same dict.
     def redact_job(self, avtag: str, variant: str, shard: str) -> dict:
+        return self._memo(
+            ("redact_job", avtag, variant, shard), lambda: self._redact_job(avtag, variant, shard)
+        )
+
+    def decode_job(self, avtag: str, cond: str, shard: str) -> dict:
+        return self._memo(
+            ("decode_job", avtag, cond, shard), lambda: self._decode_job(avtag, cond, shard)
+        )
+
+    def score_job(self, avtag: str, artag: str, cond: str, variant: str, shard: str) -> dict:
+        key = ("score_job", avtag, artag, cond, variant, shard)
+        return self._memo(key, lambda: self._score_job(avtag, artag, cond, variant, shard))
+
+    def _redact_job(self, avtag: str, variant: str, shard: str) -> dict:
         fam = self.family_for_decode_tag(avtag)
         if variant not in VARIANTS or variant == "full":
             raise ConfigError(
@@ -423,7 +482,7 @@ class Plan:
             )
         return {"inputs": {"decodes": self.decode_shard(fam, "greedy", shard)}}
 
-    def decode_job(self, avtag: str, cond: str, shard: str) -> dict:
+    def _decode_job(self, avtag: str, cond: str, shard: str) -> dict:
         fam = self.family_for_decode_tag(avtag)
         self.check_condition(fam, cond)
         d = self.cfg["decode"]
@@ -433,13 +492,19 @@ class Plan:
                 "model": self.checkpoint_inputs(fam, "av"),
             },
             "checkpoint": to_json(self.checkpoint_entry(fam, "av")),
-            "params": to_json({**decode_params(self.cfg), "batch_size": d["batch_size"]}),
+            "params": to_json(
+                {
+                    **decode_params(self.cfg),
+                    "batch_size": d["batch_size"],
+                    "tensor_parallel_size": d["tensor_parallel_size"],
+                }
+            ),
             "provenance": to_json(
                 {"family": fam, "tag": avtag, "tag_spec": self.decode_spec(fam), "cond": cond}
             ),
         }
 
-    def score_job(self, avtag: str, artag: str, cond: str, variant: str, shard: str) -> dict:
+    def _score_job(self, avtag: str, artag: str, cond: str, variant: str, shard: str) -> dict:
         av = self.family_for_decode_tag(avtag)
         ar = self.family_for_ar_tag(artag)
         self.check_condition(av, cond)
@@ -621,6 +686,9 @@ class Plan:
     def ridge_spec(self) -> dict:
         """What every ridge fit depends on: both families' activation sets on both splits, the
         ridge settings and the seed."""
+        return self._memo(("ridge",), self._ridge_spec)
+
+    def _ridge_spec(self) -> dict:
         return {
             "activations": {
                 f: {sp: self.activation_tag(f, sp) for sp in SPLITS} for f in self.families
@@ -630,7 +698,7 @@ class Plan:
         }
 
     def ridge_tag(self) -> str:
-        return tag_of(self.ridge_spec())
+        return self._memo(("ridge_tag",), lambda: tag_of(self.ridge_spec()))
 
     def ridge_pairs_bound(self) -> int:
         """Upper bound of the ridge pairs: documents x positions per document (a document with
@@ -646,6 +714,11 @@ class Plan:
         return f"{RESULTS}/ridge/ridge-{self.ridge_tag()}/{src}_to_{dst}/n-{n}.{ext}"
 
     def ridge_job(self, rtag: str, src: str, dst: str, n: int) -> dict:
+        return self._memo(
+            ("ridge_job", rtag, src, dst, n), lambda: self._ridge_job(rtag, src, dst, n)
+        )
+
+    def _ridge_job(self, rtag: str, src: str, dst: str, n: int) -> dict:
         if rtag != self.ridge_tag():
             raise ConfigError(f"ridge tag ridge-{rtag} is not produced by this config")
         if (src, dst) not in self.ridge_directions():
@@ -697,7 +770,8 @@ class Plan:
         return f"../{ENV_FILES['cpu' if self.device == 'cpu' else 'gpu']}"
 
     def gpus(self) -> int:
-        """GPUs a model job asks the scheduler for: none when the config runs on the CPU."""
+        """Whether model jobs run on GPUs (1) or not (0): none when the config runs on the CPU.
+        How many a job requests is its resource request's `gpu` (job_resource)."""
         return 0 if self.device == "cpu" else 1
 
     # ------------------------------------------------------------------ resources
@@ -725,6 +799,7 @@ class Plan:
             batch=s["batch_size"],
             max_length=s["max_length"],
             on_gpu=self.gpus() > 0,
+            gpus=s["gpus_per_job"],
         )
 
     def decode_request(self, fam: str, cond: str) -> R.Request:
@@ -736,6 +811,7 @@ class Plan:
             batch=d["batch_size"],
             new_tokens=d["max_new_tokens"],
             on_gpu=self.gpus() > 0,
+            gpus=d["tensor_parallel_size"],
         )
 
     def score_request(self, ar: str, cond: str) -> R.Request:
@@ -774,7 +850,16 @@ class Plan:
         )
 
     def job_request(self, rule: str, wildcards) -> R.Request:
-        """The request of one job of a model rule (or ridge), from its wildcards."""
+        """The request of one job of a model rule (or ridge), from its wildcards (built once per
+        job: a job's threads and each of its resources ask for it)."""
+        if rule not in REQUEST_WILDCARDS:
+            raise ConfigError(
+                f"no resource estimate for rule {rule!r}; estimated: {list(REQUEST_WILDCARDS)}"
+            )
+        key = ("job_request", rule, *(getattr(wildcards, k) for k in REQUEST_WILDCARDS[rule]))
+        return self._memo(key, lambda: self._job_request(rule, wildcards))
+
+    def _job_request(self, rule: str, wildcards) -> R.Request:
         w = wildcards
         if rule == "extract":
             return self.extract_request(self.family_for_activation_tag(w.btag, w.split), w.split)
@@ -806,6 +891,27 @@ class Plan:
 
         return resource
 
+    def rule_gpus(self, rule: str) -> int:
+        """The `gpu` request of every job of `rule`: it depends on the rule and the config
+        (run.device, decode.tensor_parallel_size, sampling.gpus_per_job), never on the
+        family, shard or size, so the rule declares it as a number, one function fewer per
+        job for Snakemake to call (the same value as each job's request, tested)."""
+        if rule not in REQUEST_WILDCARDS:
+            raise ConfigError(
+                f"no resource estimate for rule {rule!r}; estimated: {list(REQUEST_WILDCARDS)}"
+            )
+        fam = self.families[0]
+        if rule == "extract":
+            return self.extract_request(fam, "eval").gpu
+        if rule == "decode":
+            return self.decode_request(fam, "greedy").gpu
+        if rule == "score":
+            return self.score_request(fam, "greedy").gpu
+        if rule == "ridge":
+            return self.ridge_request(fam, fam, min(self.ridge_sizes())).gpu
+        styles = self.demo_styles()
+        return self.demo_request(styles[0]).gpu if styles else 0  # CPU training
+
     def resource_summary(self) -> dict:
         """Per rule (and family, style or direction) the largest request among its jobs: what
         `nlaprobe plan` prints and the README tabulates."""
@@ -830,6 +936,11 @@ class Plan:
 
     def extract_job(self, btag: str, split: str, shard: str) -> dict:
         """Inputs and CLI parameters of the extraction job that writes this activation shard."""
+        return self._memo(
+            ("extract_job", btag, split, shard), lambda: self._extract_job(btag, split, shard)
+        )
+
+    def _extract_job(self, btag: str, split: str, shard: str) -> dict:
         fam = self.family_for_activation_tag(btag, split)
         inputs = {
             "corpus": self.corpus_shard(split, shard),
@@ -862,8 +973,18 @@ class Plan:
             "min_position": s["min_position"],
             "max_length": s["max_length"],
             "batch_size": s["batch_size"],
+            "device_map": s["device_map"],
         }
 
+
+# the wildcards that determine a job's resource request, per estimated rule
+REQUEST_WILDCARDS = {
+    "build_demo": ("style",),
+    "extract": ("btag", "split"),
+    "decode": ("avtag", "cond"),
+    "score": ("artag", "cond"),
+    "ridge": ("src", "dst", "n"),
+}
 
 # conda env files per hardware class (envs/); each installs this repository with an extra of
 # pyproject.toml, the single source of pins

@@ -27,7 +27,9 @@ The estimate (all constants below, in one place):
   gradients and two AdamW states (12 bytes per parameter) and activations of every block;
   pretraining reads DEMO_SEQ_TOKENS per sequence, AV and AR training DEMO_PAIR_TOKENS (prompt
   and explanation);
-- GPU memory = models x WEIGHTS_SAFETY + workspace x MEM_SAFETY + GPU_CONTEXT_MB;
+- GPU memory (per device) = (models x WEIGHTS_SAFETY + workspace x MEM_SAFETY) / GPUs of the
+  job + GPU_CONTEXT_MB; a job's GPUs: 1, or decode.tensor_parallel_size for a decode and
+  sampling.gpus_per_job for an extraction (0 on the CPU);
 - runtime = STARTUP_S + weights / LOAD_BPS (read, or fetched from the hub) + compute, x
   TIME_SAFETY, rounded up to 5 minutes, at least MIN_RUNTIME_MIN. Compute: 2 x parameters FLOPs
   per token of a forward (6 for training) at CPU_FLOPS per thread or GPU_FLOPS; a decode step
@@ -211,10 +213,12 @@ def mem_request(model_bytes: float, workspace_bytes: float, on_gpu: bool) -> int
     return _round_up((MEM_SAFETY * process + WEIGHTS_SAFETY * model_bytes) / MB, 100)
 
 
-def gpu_mem_request(model_bytes: float, workspace_bytes: float, on_gpu: bool) -> int:
+def gpu_mem_request(model_bytes: float, workspace_bytes: float, on_gpu: bool, gpus: int = 1) -> int:
+    """GPU memory per device: weights and workspace split evenly over `gpus` devices (tensor
+    parallelism and device_map both shard the weights; each device has its own context)."""
     if not on_gpu:
         return 0
-    need = WEIGHTS_SAFETY * model_bytes + MEM_SAFETY * workspace_bytes
+    need = (WEIGHTS_SAFETY * model_bytes + MEM_SAFETY * workspace_bytes) / gpus
     return _round_up(need / MB + GPU_CONTEXT_MB, 100)
 
 
@@ -246,10 +250,18 @@ def forward_seconds(params: float, tokens: float, threads: int, on_gpu: bool) ->
 
 
 def extract_request(
-    arch: Arch, nbytes: int, *, docs: int, batch: int, max_length: int, on_gpu: bool
+    arch: Arch,
+    nbytes: int,
+    *,
+    docs: int,
+    batch: int,
+    max_length: int,
+    on_gpu: bool,
+    gpus: int = 1,
 ) -> Request:
     """One extraction job: the base model over `docs` documents of up to `max_length` tokens,
-    `batch` documents per forward."""
+    `batch` documents per forward; on a GPU over `gpus` devices (device_map auto), the GPU
+    memory per device."""
     weights = arch.params * nbytes
     work = forward_workspace(arch, min(batch, docs), max_length, nbytes)
     threads = model_threads(arch.params, on_gpu)
@@ -258,15 +270,23 @@ def extract_request(
         mem_request(weights, work, on_gpu),
         runtime_request(weights, compute),
         threads,
-        int(on_gpu),
-        gpu_mem_request(weights, work, on_gpu),
+        gpus if on_gpu else 0,
+        gpu_mem_request(weights, work, on_gpu, gpus),
     )
 
 
 def decode_request(
-    arch: Arch, nbytes: int, *, sequences: int, batch: int, new_tokens: int, on_gpu: bool
+    arch: Arch,
+    nbytes: int,
+    *,
+    sequences: int,
+    batch: int,
+    new_tokens: int,
+    on_gpu: bool,
+    gpus: int = 1,
 ) -> Request:
-    """One decode job: `sequences` generations of up to `new_tokens`, `batch` at a time."""
+    """One decode job: `sequences` generations of up to `new_tokens`, `batch` at a time; on a
+    GPU over `gpus` devices (vLLM tensor parallelism), the GPU memory per device."""
     weights = arch.params * nbytes
     batch = max(1, min(batch, sequences))
     work = kv_cache(arch, batch, PROMPT_TOKENS + new_tokens, nbytes)
@@ -281,8 +301,8 @@ def decode_request(
         mem_request(weights, work, on_gpu),
         runtime_request(weights, steps * per_step + prefill),
         threads,
-        int(on_gpu),
-        gpu_mem_request(weights, work, on_gpu),
+        gpus if on_gpu else 0,
+        gpu_mem_request(weights, work, on_gpu, gpus),
     )
 
 
