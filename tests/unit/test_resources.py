@@ -285,3 +285,41 @@ def test_rule_gpus_equal_every_job_request(name, tp):
     assert plan.rule_gpus("extract") == expected.get("extract", on_gpu)
     with pytest.raises(ConfigError, match="no resource estimate for rule 'corpus'"):
         plan.rule_gpus("corpus")
+
+
+def test_a_local_folder_is_sized_from_its_config_json(tmp_path, monkeypatch):
+    """A `path:` checkpoint with a config.json needs no params_b. Hand count for vocab 100,
+    hidden 8, MLP 16, 2 blocks, 2 query heads of 4, 1 key/value head, untied lm_head:
+    block = 2*8*8 (q, o) + 2*8*4 (k, v) + 3*8*16 (MLP) + 4*8 (norms) = 608; embeddings
+    100*8*2 = 1,600; total 1,600 + 2*608 + 8 (final norm) = 2,824. The multimodal wrapper's
+    text_config with tied embeddings (the default): 800 + 1,216 + 8 = 2,024."""
+    import json
+
+    from nlaprobe import fingerprint
+
+    monkeypatch.setenv(fingerprint.CACHE_ENV, str(tmp_path / "fingerprints.json"))
+    text = {
+        "vocab_size": 100,
+        "hidden_size": 8,
+        "intermediate_size": 16,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+    }
+    ar, av = tmp_path / "ar", tmp_path / "av"
+    for folder, cfg in ((ar, {**text, "tie_word_embeddings": False}), (av, {"text_config": text})):
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(cfg))
+
+    def local(raw):
+        raw["families"]["qwen"]["ar"] = {"path": str(ar), "dtype": "float32"}
+        raw["families"]["qwen"]["av"] = {"path": str(av), "dtype": "float32"}
+
+    plan = plan_of("config", local)
+    assert plan.arch("qwen", "ar").params == 2824
+    assert plan.arch("qwen", "av").params == 2024
+    assert plan.score_request("qwen", "greedy").gpu == 0  # and it plans
+
+    (ar / "config.json").write_text(json.dumps({**text, "hidden_size": "8"}))
+    with pytest.raises(ConfigError, match=r"families\.qwen\.ar: config\.json lacks .*hidden_size"):
+        plan_of("config", local).arch("qwen", "ar")

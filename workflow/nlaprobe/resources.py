@@ -9,8 +9,9 @@ Invariants:
 - a checkpoint's size comes from its entry: `demo` entries from the `demo` sizes (or from
   `demo.base_models.<style>` when the family is trained on a real base), hub ids from
   KNOWN_MODELS (architectures of the published checkpoints), anything else from the entry's
-  `params_b` (billions of parameters), which also overrides the table. An entry with none of
-  these is an error naming its key: an unknown model gets no silent guess;
+  `params_b` (billions of parameters), which also overrides the table, and a local `path:`
+  folder without it from its config.json (arch_from_hf_config). An entry with none of these
+  is an error naming its key: an unknown model gets no silent guess;
 - the same profile therefore fits a tiny CPU config on a small node and the paper config on a GPU
   node: profiles keep cluster facts only (partitions, account, limits).
 
@@ -154,6 +155,62 @@ def demo_arch(demo: dict, *, layers: int | None = None, lm_head: bool = True) ->
     )
 
 
+HF_CONFIG_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+)
+
+
+def arch_from_hf_config(hf: dict, where: str) -> Arch:
+    """The shape of a transformers `config.json` (a multimodal wrapper's `text_config`):
+    vocab, hidden, MLP width, blocks, query heads, key/value heads (default: the query heads),
+    head_dim (default hidden / heads) and whether the lm_head is untied (`tie_word_embeddings`,
+    default true: counted once). Not counted: a vision tower, an AR's d x d value head (not in
+    config.json; d^2 is under 1% of any model this estimate matters for); give `params_b`
+    where that matters."""
+    text = hf.get("text_config") if isinstance(hf.get("text_config"), dict) else hf
+    missing = [k for k in HF_CONFIG_KEYS if not isinstance(text.get(k), int) or text[k] < 1]
+    if missing:
+        raise ConfigError(
+            f"{where}: config.json lacks positive integer {', '.join(missing)}; add `params_b: "
+            "<billions of parameters>` to the entry"
+        )
+    hidden, heads = text["hidden_size"], text["num_attention_heads"]
+    head_dim = text.get("head_dim") or hidden // heads
+    kv_heads = text.get("num_key_value_heads") or heads
+    tied = hf.get("tie_word_embeddings", text.get("tie_word_embeddings", True))
+    return Arch(
+        vocab=text["vocab_size"],
+        hidden=hidden,
+        intermediate=text["intermediate_size"],
+        layers=text["num_hidden_layers"],
+        heads=heads,
+        q_dim=heads * head_dim,
+        kv_dim=kv_heads * head_dim,
+        lm_head=not tied,
+    )
+
+
+def _local_config(path: str, where: str) -> dict | None:
+    """A local checkpoint folder's config.json, or None when it has none."""
+    import json
+    from pathlib import Path
+
+    f = Path(path) / "config.json"
+    if not f.is_file():
+        return None
+    try:
+        hf = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{where}: {f} is not readable JSON ({e})") from None
+    if not isinstance(hf, dict):
+        raise ConfigError(f"{where}: {f} is not a JSON object")
+    return hf
+
+
 def _scaled(arch: Arch, params_b: float | None) -> Arch:
     """`arch` with its parameter count set to `params_b` billions (the entry's override)."""
     if params_b is None:
@@ -174,11 +231,15 @@ def entry_arch(entry: dict, demo: dict, where: str) -> Arch:
         return _scaled(KNOWN_MODELS[entry["id"]], params_b)
     if params_b is not None:
         return arch_from_params(params_b * 1e9)
+    if entry.get("path"):
+        hf = _local_config(entry["path"], where)
+        if hf is not None:
+            return arch_from_hf_config(hf, where)
     name = entry.get("id") or entry.get("path")
     raise ConfigError(
         f"{where}: cannot estimate the resources of checkpoint {name!r}: it is not one of the "
-        f"known ids ({', '.join(sorted(KNOWN_MODELS))}); add `params_b: <billions of "
-        f"parameters>` to the entry (its config.json or model card gives the size)"
+        f"known ids ({', '.join(sorted(KNOWN_MODELS))}) nor a local folder with a config.json; "
+        f"add `params_b: <billions of parameters>` to the entry (its model card gives the size)"
     )
 
 
