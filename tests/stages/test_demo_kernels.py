@@ -1,8 +1,8 @@
 """The demo build runs the portable CPU kernels (nlaprobe.kernels), whatever kernels the machine
-or the environment would pick: `nlaprobe build-demo` under two emulated CPUs (ATen's dispatch
-level, MKL's code branch, numpy's OpenBLAS kernels and SIMD loops) trains bit-identical
-weights, while the same build without the pin trains different ones under the same two
-environments (so the environments do emulate a difference that matters)."""
+or the environment would pick: `nlaprobe build-demo` on this CPU as it is and on an emulated
+older one (ATen's dispatch level, MKL's code branch, numpy's OpenBLAS kernels and SIMD loops)
+trains bit-identical weights, while the same build without the pin trains different ones under
+the same two environments (so the environments do emulate a difference that matters)."""
 
 from __future__ import annotations
 
@@ -37,9 +37,10 @@ TINY = {
         "ar_mix_rows": 8,
     },
 }
-# two machines as the libraries see them: this CPU at its highest levels, and an older one
+# two machines as the libraries see them: this CPU as it is (AVX-512 on the CI machine), and an
+# older one
 MACHINES = {
-    "avx512": {"ATEN_CPU_CAPABILITY": "avx512", "MKL_CBWR": "AUTO"},
+    "this": {"MKL_CBWR": "AUTO"},
     "older": {
         "ATEN_CPU_CAPABILITY": "default",
         "MKL_CBWR": "COMPATIBLE",
@@ -62,8 +63,8 @@ def _cpu_flags() -> set[str]:
 
 
 pytestmark = pytest.mark.skipif(
-    not {"avx2", "fma", "avx512f"} <= _cpu_flags(),
-    reason="emulates an AVX-512 and an older CPU: needs an x86-64 CPU with AVX-512 (Linux)",
+    not {"avx2", "fma"} <= _cpu_flags(),
+    reason="the portable kernels need an x86-64 CPU with AVX2 and FMA (read from Linux's cpuinfo)",
 )
 
 
@@ -113,5 +114,6 @@ def test_build_demo_trains_identical_weights_on_emulated_cpus(tmp_path):
             "portable CPU kernels: aten AVX2, mkl AVX2,STRICT, openblas Haswell, "
             "numpy_above_avx2 -" in log
         )
-    # the pinned build is none of the unpinned ones: the pin chose the kernels, not the machine
-    assert pinned[0][0] not in {d for d, _ in unpinned}
+    if "avx512f" in _cpu_flags():
+        # this CPU's own kernels (AVX-512) are not the pinned ones: the pin chose the kernels
+        assert pinned[0][0] not in {d for d, _ in unpinned}
