@@ -1,5 +1,5 @@
-"""Portable CPU kernels for the demo build: the same floating-point operations on every x86-64
-machine with AVX2, whatever kernels its CPU would otherwise select.
+"""Portable CPU kernels for the demo build: the same floating-point operations on every Intel
+x86-64 CPU with AVX2, whatever kernels the CPU would otherwise select.
 
 inputs -> outputs: the process environment before torch and numpy load -> the same environment
 with each library's kernel dispatch pinned (`pin_portable_kernels`); once they have loaded, the
@@ -7,8 +7,9 @@ kernels actually in use (`kernels_in_use`) and whatever differs from the pin (`u
 
 Why: torch's own kernels (ATen), its BLAS (MKL), numpy's BLAS/LAPACK (OpenBLAS) and numpy's own
 loops each pick kernels by the CPU they find at run time. Kernels of another vector width add in
-another order, so the demo build trained different weights on another machine (README,
-"Reproducible demo builds", has the measured effect of each library and the cost of the pin).
+another order, so the demo build trained different weights on another machine (the README's
+"The same demo models on another x86-64 machine" has the measured effect of each library and
+the cost of the pin).
 
 Invariants: a variable takes effect only if it is set before its library loads, so
 `pin_portable_kernels` refuses to run once torch or numpy is imported; the pin overrides what the
@@ -23,13 +24,10 @@ Reproducibility"): not measured here (no such CPU).
 from __future__ import annotations
 
 import ctypes
-import logging
 import os
 import sys
 from collections.abc import MutableMapping
 from pathlib import Path
-
-log = logging.getLogger(__name__)
 
 # numpy's dispatch targets above AVX2 (names unknown to a numpy build, or unsupported by the CPU,
 # are ignored; disabling AVX512F alone leaves its successors enabled, so all are listed)
