@@ -471,6 +471,11 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.command == "build-demo":
+        # before torch and numpy load: their kernel dispatch reads the environment once
+        from nlaprobe.kernels import pin_portable_kernels
+
+        pin_portable_kernels()
     clean_leftovers(args)
     lease = None
     try:

@@ -7,7 +7,9 @@ release layout (nlaprobe.fixtures), trained by nlaprobe.train. With `base_models
 checkpoint entry) the build starts from that real base model and its tokenizer instead of a tiny
 pretrained one (`load_real_base`).
 
-Invariants: deterministic for the same parameters and Python version on the CPU; the training
+Invariants: deterministic for the same parameters and Python version on the CPU, and through
+`nlaprobe build-demo` (which pins the portable kernels of nlaprobe.kernels) the same weights on
+every Intel x86-64 CPU with AVX2 for the same wheels and thread count; the training
 never sees the held-out (evaluation) documents; the folder appears at its final name only when
 complete (built under a temporary name, then renamed).
 """
@@ -122,6 +124,27 @@ def training_documents(held_out: list[list[int]] | None) -> list[Document]:
     return [d for d in docs if not any(a <= d.doc_idx < b for a, b in held)]
 
 
+def log_kernels() -> dict[str, str]:
+    """Log the CPU kernels this build runs (nlaprobe.kernels) and warn when they are not the
+    portable ones: `nlaprobe build-demo` pins them; a build called in a process that did not
+    (or on a CPU without AVX2) is reproducible on this machine kind only."""
+    from nlaprobe.kernels import kernels_in_use, unpinned
+
+    in_use = kernels_in_use()
+    off = unpinned(in_use)
+    if off:
+        log.warning(
+            "CPU kernels not the portable ones (%s): this build may differ on another CPU; "
+            "`nlaprobe build-demo` pins them",
+            ", ".join(f"{k} {v or '-'}" for k, v in off.items()),
+        )
+    else:
+        log.info(
+            "portable CPU kernels: %s", ", ".join(f"{k} {v or '-'}" for k, v in in_use.items())
+        )
+    return in_use
+
+
 def build_demo(style: str, out: Path, params: dict) -> Path:
     """Build and train one tiny family. `params`: the `demo` config section plus `layer` (K)
     and `held_out` (document index ranges never used for training)."""
@@ -138,6 +161,10 @@ def build_demo(style: str, out: Path, params: dict) -> Path:
     if "layer" not in params:
         raise ConfigError("build-demo --params: missing 'layer' (the family's K)")
     layer = int(params["layer"])
+    log_kernels()
+    # torch's default, stated: a lower precision lets float32 matmuls run in bfloat16 on CPUs
+    # that have it (measured: other weights), so the models would depend on the CPU again
+    torch.set_float32_matmul_precision("highest")
     sizes = demo_sizes(params)
     s = train_settings(params)
     t = params.get("train", {})
