@@ -197,3 +197,24 @@ def trained_families(tmp_path_factory) -> dict[str, dict]:
     with ProcessPoolExecutor(len(styles), mp_context=multiprocessing.get_context("spawn")) as pool:
         built = list(pool.map(_build_trained_family_1_thread, styles, [root] * len(styles)))
     return dict(zip(styles, built, strict=True))
+
+
+@pytest.fixture(scope="session")
+def real_run(tmp_path_factory):
+    """One local run of the reduced default (every aggregate and the report) on 2 cores, once
+    per session: test_workflow checks it, test_slurm compares the cluster's `data` with it.
+    (Here rather than in tests/workflow/conftest.py: a second module named `conftest` shadows
+    this one for pickle, which the spawned family builds above need.)"""
+    import sys
+    import time
+
+    sys.path.insert(0, str(Path(__file__).parent / "workflow"))
+    from workflow_common import Run, copy_workflow, snakemake, write_config
+
+    workdir = copy_workflow(tmp_path_factory.mktemp("real") / "wf")
+    plan = write_config(workdir, "reduced.yaml")
+    start = time.monotonic()
+    snakemake(workdir, "--cores", "2", "--configfile", "reduced.yaml")
+    seconds = time.monotonic() - start
+    print(f"\nreduced default run: {seconds:.1f} s on 2 cores")
+    return Run(workdir, plan, seconds)
