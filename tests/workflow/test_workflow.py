@@ -38,6 +38,21 @@ def moved_records(before: Plan, after: Plan) -> dict[str, int]:
     return {"record": n} if n else {}
 
 
+def gemma_ar_swap_jobs(before: Plan, after: Plan) -> dict[str, int]:
+    """What a new gemma AR (swapped in the config or retrained in place) plans, one eval shard:
+    the qwen -> gemma greedy cell and every gemma -> gemma set (6 decode conditions, 6
+    redaction variants) = 13 scores, the input records that move, every aggregate that reads
+    scores (ridge_scaling through the transfer matrix; not verbatim, which reads decodes only),
+    the report and `all`."""
+    return {
+        "score": 13,
+        **moved_records(before, after),
+        **{name: 1 for name in AGGREGATES if name != "verbatim"},
+        "report": 1,
+        "all": 1,
+    }
+
+
 def job_counts(output: str) -> dict[str, int]:
     """The "Job stats" table of a (dry) run: {rule: count}, without the total."""
     lines = output.splitlines()
@@ -453,13 +468,7 @@ def test_swapping_an_ar_plans_only_its_scores_and_the_aggregates(real_run):
     # reused; every aggregate that reads scores reruns (ridge_scaling reads the transfer matrix),
     # verbatim (decodes only) does not; the 6 that read scores get new input records
     assert moved_records(real_run.plan, swapped) == {"record": 6}
-    assert job_counts(out) == {
-        "score": 13,
-        "record": 6,
-        **{name: 1 for name in AGGREGATES if name != "verbatim"},
-        "report": 1,
-        "all": 1,
-    }
+    assert job_counts(out) == gemma_ar_swap_jobs(real_run.plan, swapped)
     jobs = {
         (j["avtag"], j["artag"], j["cond"], j["variant"], j["shard"])
         for j in planned_wildcards(out, "score")
@@ -626,13 +635,7 @@ def test_retraining_a_path_checkpoint_in_place_reruns_only_its_jobs(real_run, tm
     assert after.ar_tag("qwen") == before.ar_tag("qwen")
     out = snakemake(wd, "-n", "--configfile", "local_ar.yaml").stdout
     assert "Job stats:" in out, out
-    assert job_counts(out) == {
-        "score": 13,
-        **moved_records(before, after),
-        **{name: 1 for name in AGGREGATES if name != "verbatim"},
-        "report": 1,
-        "all": 1,
-    }
+    assert job_counts(out) == gemma_ar_swap_jobs(before, after)
     gemma = [("greedy", v) for v in VARIANTS] + [
         (c, "full") for c in after.conditions("gemma") if c != "greedy"
     ]
@@ -677,13 +680,7 @@ def test_a_swap_on_a_fresh_machine_with_the_results_plans_the_dependent_jobs(rea
     plan = write_config(wd, "swap_ar.yaml", swap)
     out = snakemake(wd, "-n", "--configfile", "swap_ar.yaml").stdout
     assert "Job stats:" in out, out
-    assert job_counts(out) == {
-        "score": 13,
-        **moved_records(real_run.plan, plan),
-        **{name: 1 for name in AGGREGATES if name != "verbatim"},
-        "report": 1,
-        "all": 1,
-    }
+    assert job_counts(out) == gemma_ar_swap_jobs(real_run.plan, plan)
     assert moved_records(real_run.plan, plan) == {"record": 6}
     assert not (wd / plan.aggregate_record("fve_baseline")).exists()
     assert (wd / plan.aggregate_record("verbatim")).is_file()

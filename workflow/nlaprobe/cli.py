@@ -17,13 +17,14 @@ from nlaprobe.errors import ConfigError, CorruptFileError, NlaprobeError
 log = logging.getLogger("nlaprobe")
 
 
-def _json_arg(text: str, what: str) -> dict:
+def _json_arg(text: str, what: str, kind: type = dict, expected: str = "a JSON object"):
+    """The JSON value of option --`what`, which must be a `kind` (described as `expected`)."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
         raise ConfigError(f"--{what}: not valid JSON ({e})") from None
-    if not isinstance(value, dict):
-        raise ConfigError(f"--{what}: expected a JSON object, got {type(value).__name__}")
+    if not isinstance(value, kind):
+        raise ConfigError(f"--{what}: expected {expected}, got {type(value).__name__}")
     return value
 
 
@@ -180,12 +181,9 @@ def cmd_aggregate(args) -> int:
             "aggregate: give --config and --identity (as the rules do: the spec is planned from "
             "them), or --spec-file"
         )
-    try:
-        identity = json.loads(args.identity)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"--identity: not valid JSON ({e})") from None
-    if not isinstance(identity, list):
-        raise ConfigError("--identity: expected a JSON list (nlaprobe.plan.Plan.identity)")
+    identity = _json_arg(
+        args.identity, "identity", list, "a JSON list (nlaprobe.plan.Plan.identity)"
+    )
     cfg = validate_config(cfg, source="--config")
     run_planned(args.name, cfg, identity, args.root, args.out, record=args.record)
     return 0
@@ -223,12 +221,7 @@ def cmd_ridge(args) -> int:
 def cmd_report(args) -> int:
     from nlaprobe.report import write_report
 
-    try:
-        inputs = json.loads(args.inputs)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"--inputs: not valid JSON ({e})") from None
-    if not isinstance(inputs, list):
-        raise ConfigError("--inputs: expected a JSON list of results JSON paths")
+    inputs = _json_arg(args.inputs, "inputs", list, "a JSON list of results JSON paths")
     write_report(inputs, args.out, args.figures)
     return 0
 

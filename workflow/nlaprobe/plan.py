@@ -223,11 +223,8 @@ class Plan:
     def identity(self) -> list:
         """The specs read from outside the config (checkpoint, corpus and demo specs): what
         `Plan(cfg, known=...)` takes to plan the same paths without reading those files."""
-        return [
-            [list(k), v]
-            for k, v in sorted(self._specs.items(), key=lambda kv: repr(kv[0]))
-            if k[0] in IDENTITY_KINDS
-        ]
+        specs = {k: v for k, v in self._specs.items() if k[0] in IDENTITY_KINDS}
+        return [[list(k), specs[k]] for k in sorted(specs)]
 
     def checkpoint_spec(self, fam: str, role: str) -> dict:
         return self._memo(("checkpoint", fam, role), lambda: checkpoint_spec(self.cfg, fam, role))
@@ -639,14 +636,20 @@ class Plan:
         is the job's input list, in the order of aggregate_inputs. Locally the two are the same;
         under remote storage (`--default-storage-provider`) the job reads local copies at other
         paths, which only Snakemake's `input` knows."""
+        paths, local = self._job_inputs(name, inputs)
+        spec = self._aggregate(name)[0]
+        return _replace_paths(spec, dict(zip(paths, local, strict=True)))
+
+    def _job_inputs(self, name: str, inputs: Sequence[str]) -> tuple[list[str], list[str]]:
+        """The planned input list of aggregate `name` and the job's own (as strings), which must
+        be as long."""
         paths = self.aggregate_inputs(name)
         local = [str(p) for p in inputs]
         if len(local) != len(paths):
             raise ConfigError(
                 f"aggregate {name!r}: the job has {len(local)} inputs, the plan {len(paths)}"
             )
-        spec = self._aggregate(name)[0]
-        return _replace_paths(spec, dict(zip(paths, local, strict=True)))
+        return paths, local
 
     def aggregate_root(self, name: str, inputs: Sequence[str]) -> str:
         """The folder under which the job finds its inputs: `inputs` (the job's input list, in
@@ -654,12 +657,7 @@ class Plan:
         the storage plugin's local copies under remote storage, e.g.
         `.snakemake/storage/fs/<store>/`). The job gets this one string instead of its input
         list, and maps the paths it plans the same way (aggregates.stage.run_planned)."""
-        paths = self.aggregate_inputs(name)
-        local = [str(p) for p in inputs]
-        if len(local) != len(paths):
-            raise ConfigError(
-                f"aggregate {name!r}: the job has {len(local)} inputs, the plan {len(paths)}"
-            )
+        paths, local = self._job_inputs(name, inputs)
         root = local[0][: len(local[0]) - len(paths[0])] if local[0].endswith(paths[0]) else None
         for p, loc in zip(paths, local, strict=True):
             if root is None or loc != root + p:

@@ -44,8 +44,10 @@ The estimate (all constants below, in one place):
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from nlaprobe.errors import ConfigError
 
@@ -196,9 +198,6 @@ def arch_from_hf_config(hf: dict, where: str) -> Arch:
 
 def _local_config(path: str, where: str) -> dict | None:
     """A local checkpoint folder's config.json, or None when it has none."""
-    import json
-    from pathlib import Path
-
     f = Path(path) / "config.json"
     if not f.is_file():
         return None
