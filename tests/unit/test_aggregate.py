@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import yaml
+from contract import CELL_KEYS, META_KEYS
 
 from nlaprobe.aggregates import core as A
 from nlaprobe.aggregates import fve_baseline, transfer_matrix
@@ -19,17 +20,6 @@ from nlaprobe.aggregates.stage import run_aggregate
 from nlaprobe.errors import ConfigError, DataError
 from nlaprobe.io import vectors_to_arrow, write_table
 
-META_KEYS = {
-    "schema_version",
-    "package_version",
-    "git_sha",
-    "config_hash",
-    "checkpoints",
-    "seeds",
-    "device",
-    "created_at",
-}
-CELL_KEYS = {"av", "ar", "route", "fve_own", "null_fve_own", "n", "n_rows", "tag_failures"}
 METRICS = {"n_boot": 50, "alpha": 0.05, "null_seed": 3}
 
 

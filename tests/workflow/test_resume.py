@@ -31,6 +31,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from contract import job_counts
 from workflow_common import copy_workflow, reduced_config
 
 from nlaprobe.config import validate_config
@@ -117,19 +118,6 @@ def snakemake(
     if proc.returncode != 0:
         pytest.fail(f"snakemake exited {proc.returncode} in {workdir}:\n{proc.stdout[-8000:]}")
     return proc.stdout
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """The first "Job stats" table of a run: {rule: count}, without the total."""
-    lines = output.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.strip() == "Job stats:")
-    counts = {}
-    for line in lines[start + 3 :]:
-        parts = line.split()
-        if len(parts) != 2 or parts[0] == "total":
-            break
-        counts[parts[0]] = int(parts[1])
-    return counts
 
 
 def job_outputs(output: str) -> set[str]:

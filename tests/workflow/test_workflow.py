@@ -18,6 +18,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from contract import CELL_KEYS, META_KEYS, job_counts
 from workflow_common import EVAL, Run, copy_workflow, snakemake, write_config
 
 from nlaprobe.aggregates import figure_names
@@ -51,19 +52,6 @@ def gemma_ar_swap_jobs(before: Plan, after: Plan) -> dict[str, int]:
         "report": 1,
         "all": 1,
     }
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """The "Job stats" table of a (dry) run: {rule: count}, without the total."""
-    lines = output.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.strip() == "Job stats:")
-    counts = {}
-    for line in lines[start + 3 :]:
-        parts = line.split()
-        if len(parts) != 2 or parts[0] == "total":
-            break
-        counts[parts[0]] = int(parts[1])
-    return counts
 
 
 def planned_wildcards(output: str, rule: str) -> list[dict[str, str]]:
@@ -199,17 +187,6 @@ def test_lint(workdir):
 # ----------------------------------------------------------------------------- one real run
 
 FAMILIES = ("qwen", "gemma")
-META_KEYS = {
-    "schema_version",
-    "package_version",
-    "git_sha",
-    "config_hash",
-    "checkpoints",
-    "seeds",
-    "device",
-    "created_at",
-}
-CELL_KEYS = {"av", "ar", "route", "fve_own", "null_fve_own", "n", "n_rows", "tag_failures"}
 # the top-level keys of each aggregate's `data`
 DATA_KEYS = {
     "fve_baseline": {"families"},
