@@ -191,7 +191,8 @@ def test_tag_failures_counted_the_same(runs, style):
 def test_fve_own_within_each_others_interval(runs, trained_families, tmp_path, style):
     """E1 fve_own of the two backends' greedy decodes, scored by the family's own AR: each lies
     inside the other's bootstrap interval. A percentile interval of a ratio on few rows need not
-    contain its own point estimate (README, Decisions); the interval is widened to it."""
+    contain its own point estimate (docs/conventions.md, Decisions); the interval is widened to
+    it."""
     fam = trained_families[style]
     ar = resolve_source(entry(fam["family"] / "ar"), "ar")
     out = {}

@@ -231,7 +231,7 @@ def test_workflow_config_tells_configfile_from_config(tmp_path):
     }
     assert cfg["families"]["gemma"]["av"]["demo"] == "gemma"
     assert cfg["corpus"]["source"] == "builtin"
-    # the README's own example
+    # docs/configs.md's own example
     assert (
         workflow_config(DEFAULT, [], {"decode": {"batch_size": "4"}})["decode"]["batch_size"] == 4
     )

@@ -33,7 +33,7 @@ SLURM_CONF = Path("/etc/slurm/slurm.conf")
 MARKER = "# written by nlaprobe tests/workflow/slurm_cluster.py"
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scancel", "srun")
 PARTITION = "main"
-# what the README's cluster section and the issue assume: a node smaller than the paper needs
+# what docs/running.md's cluster section and the issue assume: a node smaller than the paper needs
 NODE_MEM_MB = 20000
 
 

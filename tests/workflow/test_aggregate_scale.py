@@ -4,8 +4,8 @@ The paper config is widened to 300 evaluation shards of one document; tiny synth
 gold and alignment-sidecar files sit at the planned paths (no model runs). The job command of
 `fve_baseline` is formatted by Snakemake (tests/snakemake_jobs.py) and run with bash in the
 working directory, as Snakemake runs it. Before aggregate jobs planned their own spec, that
-command carried every path (the README's numbers); now it carries the config, the identity
-specs and the root of the inputs, and the job reads all 2 x 300 score shards.
+command carried every path (the numbers in docs/development.md); now it carries the config, the
+identity specs and the root of the inputs, and the job reads all 2 x 300 score shards.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A corrupted shard is detected and rebuilt, not used (issue 14, item 4; README "Behaviour").
+"""A corrupted shard is detected and rebuilt, not used (issue 14, item 4; docs/behaviour.md).
 
 A three-job DAG (corpus -> extract -> positions) of one tiny `path:` family (the session's
 `qwen_family`, no demo builds), so the test stays small:

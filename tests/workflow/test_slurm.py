@@ -5,8 +5,8 @@ as root, no accounting, MinJobAge one hour, cons_tres, one node of this machine'
 most 20,000 MB). Missing binaries or no root skip the module with the reason; with CI=true
 (.ci/run) they fail it instead.
 
-Command (README "Running on a cluster"), on top of the profile only these overrides, all about
-polling speed on one node: `--slurm-init-seconds-before-status-checks 1` and
+Command (docs/running.md, "Running on a cluster"), on top of the profile only these overrides,
+all about polling speed on one node: `--slurm-init-seconds-before-status-checks 1` and
 `--seconds-between-status-checks 1` (the plugin waits 40 s before its first squeue otherwise, and
 adds 10 s per quiet round), `--latency-wait 5` (one local disk). Nothing about accounting: the
 profile already asks squeue for job states, and the plugin, finding no account to guess,
@@ -55,7 +55,7 @@ pytestmark = pytest.mark.slow
 
 CONFIG = "reduced.yaml"
 ON_CI = os.environ.get("CI", "").lower() == "true"
-# polling on one node; documented in the README with the command
+# polling on one node; documented in docs/running.md with the command
 OVERRIDES = (
     "--slurm-init-seconds-before-status-checks",
     "1",

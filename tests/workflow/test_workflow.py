@@ -640,8 +640,8 @@ def fresh_copy(run: Run, tmp_path: Path) -> Path:
     strict=True,
     reason="known gap: without .snakemake/ Snakemake regenerates a missing input (the input "
     "record under the new tag) only when the job reading it must run, and the aggregates sit at "
-    "fixed paths that exist; with metadata the input-set trigger reruns them (README, "
-    "'Identity in paths')",
+    "fixed paths that exist; with metadata the input-set trigger reruns them "
+    "(docs/conventions.md, 'Identity in paths')",
 )
 def test_a_swap_on_a_fresh_machine_with_the_results_plans_the_dependent_jobs(real_run, tmp_path):
     """SPEC §2: with the results present but no .snakemake/ (a new box resuming from stored
@@ -668,8 +668,8 @@ def test_a_swap_on_a_fresh_machine_with_the_results_plans_the_dependent_jobs(rea
     strict=True,
     reason="known gap: without .snakemake/ Snakemake regenerates a missing input (the input "
     "record under the new tag) only when the job reading it must run, and the aggregates sit at "
-    "fixed paths that exist; with metadata the input-set trigger reruns them (README, "
-    "'Identity in paths')",
+    "fixed paths that exist; with metadata the input-set trigger reruns them "
+    "(docs/conventions.md, 'Identity in paths')",
 )
 def test_input_records_decide_the_aggregates_without_metadata(real_run, tmp_path):
     """The run leaves exactly one input record per aggregate, under the tag of its current input
