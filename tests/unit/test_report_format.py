@@ -3,9 +3,13 @@ expected strings."""
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 
 from nlaprobe import published as P
+from nlaprobe.report import data as D
 from nlaprobe.report.format import ci_level, fmt, n_text, pub_number, pub_run, pub_verdict
 
 
@@ -125,3 +129,14 @@ def test_ci_level_reads_the_alpha_of_the_results_file(alpha, text):
 def test_ci_level_without_a_recorded_alpha():
     assert ci_level({"meta": {}}) == "CI"
     assert ci_level(None) == "CI"
+
+
+@pytest.mark.parametrize("module", ["format", "data"])
+def test_format_and_data_import_neither_matplotlib_nor_the_page(module):
+    """format and data stay pure: no drawing, no HTML (the package's __init__ still imports
+    figures, so this reads the module's own imports)."""
+    tree = ast.parse((Path(D.__file__).with_name(f"{module}.py")).read_text(encoding="utf-8"))
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    heavy = {"matplotlib", "numpy", "html", "nlaprobe.report.figures", "nlaprobe.report.html"}
+    assert not {m for m in imported if m.split(".")[0] in heavy or m in heavy}, imported
