@@ -27,6 +27,8 @@ from nlaprobe.config import load_config
 from nlaprobe.errors import ConfigError
 from nlaprobe.io import read_table, vectors_to_arrow, write_table
 from nlaprobe.plan import Plan, config_json, to_json
+from nlaprobe.report import figures as RF
+from nlaprobe.report import html as RH
 
 PKG = REPO / "workflow" / "nlaprobe"
 BUILTIN = (
@@ -115,29 +117,50 @@ def test_every_aggregate_has_a_rule_a_stamp_a_report_section_and_its_figures(pla
             assert fig.caption
 
 
-def test_every_report_renderer_belongs_to_a_registered_aggregate():
-    """report.py holds no section or figure for an aggregate that does not exist: each of its
-    section renderers (_html_<name>) and figure drawers (figure_<name>(results)) is referenced
-    by a registered aggregate, and nothing else in it lists aggregates."""
-    refs = {agg.section for agg in AG.aggregates()}
-    refs |= {f.draw for agg in AG.aggregates() for f in agg.figures}
-    shared = {"_html_generic", "_html_published", "_html_published_summary"}
-    not_drawers = {"figure_png", "figure_names", "figure_source"}
-    renderers = {
-        f"nlaprobe.report:{n}"
-        for n in dir(R)
-        if (n.startswith("_html_") and n not in shared)
-        or (n.startswith("figure_") and n not in not_drawers)
+def results_read(fn: ast.FunctionDef) -> set[str]:
+    """The aggregate names a function of the report reads by name: `results.get("x")`,
+    `results["x"]` and the source its placeholder names, `_placeholder(title, "x")`."""
+    found = set()
+    for node in ast.walk(fn):
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == "results.get":
+            found.add(ast.literal_eval(node.args[0]))
+        elif isinstance(node, ast.Call) and ast.unparse(node.func) == "_placeholder":
+            found.add(ast.literal_eval(node.args[1]))
+        elif isinstance(node, ast.Subscript) and ast.unparse(node.value) == "results":
+            if isinstance(node.slice, ast.Constant):
+                found.add(node.slice.value)
+    return found
+
+
+def test_the_report_knows_only_registered_aggregates():
+    """nlaprobe.report holds no section or figure for an aggregate that does not exist: its
+    section renderers (html.section_<aggregate>) are exactly the sections the aggregates of
+    those names register, its figure drawers (figures.figure_<figure>) exactly the registered
+    figures of those names, each drawer reads the one aggregate that registers its figure, and
+    no other function of it reads an aggregate by name."""
+    sections = {n.removeprefix("section_") for n in vars(RH) if n.startswith("section_")}
+    assert {a.name: a.section for a in AG.aggregates() if a.section} == {
+        n: f"nlaprobe.report.html:section_{n}" for n in sections
     }
-    assert renderers == refs
+    # figure_png: the PNG bytes of any figure, not a drawer
+    drawers = {f"figure_{f.name}" for f, _ in AG.figures()}
+    assert {n for n in vars(RF) if n.startswith("figure_") and n != "figure_png"} == drawers
+    assert {f.draw for f, _ in AG.figures()} == {f"nlaprobe.report.figures:{n}" for n in drawers}
+    read = {}
+    for path in sorted((PKG / "report").glob("*.py")):
+        for fn in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(fn, ast.FunctionDef) and results_read(fn):
+                read[f"{path.stem}.{fn.name}"] = results_read(fn)
+    assert read == {f"figures.figure_{f.name}": {agg} for f, agg in AG.figures()}
     for gone in ("TITLES", "SECTIONS", "FIGURE_SOURCES", "FIGURE_CAPTIONS", "FIGURE_FUNCTIONS"):
-        assert not hasattr(R, gone)
+        assert not any(hasattr(m, gone) for m in (R, RH, RF))
     assert not hasattr(C, "FIGURES")
 
 
 def test_the_report_sections_are_the_registry_and_the_unknown_inputs():
     """One section per registered aggregate (registry order; figures of absent aggregates get
-    theirs too), then the unregistered inputs; no entry for anything else."""
+    theirs too), then the unregistered inputs; no entry for anything else. The one section that
+    belongs to no aggregate is the documented "Other figures" (figures no aggregate draws)."""
     results = {n: {"meta": {}, "data": {}} for n in AG.names()}
     results["not_registered"] = {"meta": {}, "data": {"x": 1}}
     page = R.render_html(results, {n: b"png" for n in AG.figure_names()})
@@ -146,6 +169,13 @@ def test_the_report_sections_are_the_registry_and_the_unknown_inputs():
     page = R.render_html({}, {n: b"png" for n in AG.figure_names()})
     toc = re.findall(r'<li><a href="#[^"]*">([^<]*)</a></li>', page)
     assert toc == [a.heading for a in AG.aggregates() if a.figures]
+    page = R.render_html(results, {n: b"png" for n in [*AG.figure_names(), "stray"]})
+    assert re.findall(r'<section id="([^"]*)">', page) == [
+        *(f"s-{n}" for n in AG.names()),
+        "s-not_registered",
+        "s-other-figures",
+    ]
+    assert page.count('<figure id="s-fig-stray">') == 1
 
 
 def test_the_readme_lists_every_aggregate():
@@ -173,7 +203,7 @@ def toy_section(data: dict) -> str:
 
 
 def toy_figure(results: dict) -> MplFigure:
-    fig = R._new_figure(3, 2)
+    fig = RF.new_figure(3, 2)
     fig.add_subplot().set_title(f"toy: {'toy_count' in results}")
     return fig
 

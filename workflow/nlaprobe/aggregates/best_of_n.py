@@ -85,14 +85,14 @@ AGGREGATE = register(
         inputs=inputs,
         compute=compute,
         settings=settings,
-        section="nlaprobe.report:_html_best_of_n",
+        section="nlaprobe.report.html:section_best_of_n",
         figures=(
             Figure(
                 "best_of_n",
                 "fve_train (when configured; top row) and fve_own of the best of the first n "
                 "samples by the AR's own nmse (E5), with greedy and the mean over all samples "
                 "as horizontal lines; the band is the interval.",
-                "nlaprobe.report:figure_best_of_n",
+                "nlaprobe.report.figures:figure_best_of_n",
             ),
         ),
     )

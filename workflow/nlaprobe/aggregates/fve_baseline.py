@@ -48,6 +48,6 @@ AGGREGATE = register(
         title="baseline: greedy AV → own AR",
         inputs=inputs,
         compute=compute,
-        section="nlaprobe.report:_html_fve_baseline",
+        section="nlaprobe.report.html:section_fve_baseline",
     )
 )

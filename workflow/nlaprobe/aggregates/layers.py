@@ -161,6 +161,6 @@ AGGREGATE = register(
         title="adjacent layers",
         inputs=inputs,
         compute=compute,
-        section="nlaprobe.report:_html_layers",
+        section="nlaprobe.report.html:section_layers",
     )
 )

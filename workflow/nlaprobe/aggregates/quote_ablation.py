@@ -85,14 +85,14 @@ AGGREGATE = register(
         title="quote ablation",
         inputs=inputs,
         compute=compute,
-        section="nlaprobe.report:_html_quote_ablation",
+        section="nlaprobe.report.html:section_quote_ablation",
         figures=(
             Figure(
                 "ban_conditions",
                 "fve_train (training-set Var, when configured) beside fve_own by decode "
                 "condition (E2), one group per family; bars are the values on all scored rows, "
                 "whiskers the bootstrap interval.",
-                "nlaprobe.report:figure_ban_conditions",
+                "nlaprobe.report.figures:figure_ban_conditions",
             ),
         ),
     )

@@ -102,13 +102,13 @@ AGGREGATE = register(
         title="post-hoc redaction",
         inputs=inputs,
         compute=compute,
-        section="nlaprobe.report:_html_redaction",
+        section="nlaprobe.report.html:section_redaction",
         figures=(
             Figure(
                 "redaction",
                 "fve_train (when configured) beside fve_own by AR-input redaction variant "
                 "(E4), one group per family.",
-                "nlaprobe.report:figure_redaction",
+                "nlaprobe.report.figures:figure_redaction",
             ),
         ),
     )

@@ -57,13 +57,13 @@ AGGREGATE = register(
         inputs=inputs,
         compute=compute,
         settings=settings,
-        section="nlaprobe.report:_html_ridge_scaling",
+        section="nlaprobe.report.html:section_ridge_scaling",
         figures=(
             Figure(
                 "ridge_scaling",
                 "Kernel-ridge fve_own against the number of training pairs n (E8, log x), per "
                 "direction and kernel; the dashed line is the text route (the E7 cross cell).",
-                "nlaprobe.report:figure_ridge_scaling",
+                "nlaprobe.report.figures:figure_ridge_scaling",
             ),
         ),
     )

@@ -69,13 +69,13 @@ AGGREGATE = register(
         title="transfer matrix",
         inputs=inputs,
         compute=compute,
-        section="nlaprobe.report:_html_transfer_matrix",
+        section="nlaprobe.report.html:section_transfer_matrix",
         figures=(
             Figure(
                 "transfer_matrix",
                 "fve_own of every AV family x AR family (E7); each cell also gives the "
                 "shuffled-pair null.",
-                "nlaprobe.report:figure_transfer_matrix",
+                "nlaprobe.report.figures:figure_transfer_matrix",
             ),
         ),
     )

@@ -154,6 +154,6 @@ AGGREGATE = register(
         inputs=inputs,
         compute=compute,
         settings=settings,
-        section="nlaprobe.report:_html_verbatim",
+        section="nlaprobe.report.html:section_verbatim",
     )
 )
