@@ -40,7 +40,7 @@ rule stamp:
     output:
         "results/.stamps/{name}-{stag}.json",
     params:
-        stamp=lambda w: to_json(P.stamp_params_for(w.name, w.stag)),
+        stamp=lambda w: P.stamp_job(w.name, w.stag).params,
     log:
         "logs/stamp/{name}-{stag}.log",
     benchmark:
@@ -58,7 +58,7 @@ rule record:
     output:
         "results/.inputs/{name}-{itag}.json",
     params:
-        record=lambda w: to_json(P.record_params_for(w.name, w.itag)),
+        record=lambda w: P.record_job(w.name, w.itag).params,
     log:
         "logs/record/{name}-{itag}.log",
     benchmark:

@@ -5,7 +5,7 @@ rule corpus:
     output:
         "results/corpus/corpus-{ctag}/{split}/shard-{shard}.parquet",
     params:
-        corpus=lambda w: to_json(P.corpus_params_for(w.ctag, w.split)),
+        corpus=lambda w: P.corpus_job(w.ctag, w.split).params,
     log:
         "logs/corpus/corpus-{ctag}/{split}/shard-{shard}.log",
     benchmark:

@@ -5,7 +5,7 @@
 
 rule decode:
     input:
-        unpack(lambda w: P.decode_job(w.avtag, w.cond, w.shard)["inputs"]),
+        unpack(lambda w: P.decode_job(w.avtag, w.cond, w.shard).inputs),
     output:
         "results/decodes/av-{avtag}/{cond}/shard-{shard}.parquet",
     params:
@@ -26,7 +26,7 @@ rule decode:
     conda:
         P.decode_env
     shell:
-        "python -m nlaprobe --threads {threads} --gpus {resources.gpu} decode --checkpoint {params.job[checkpoint]:q}"
-        " --activations {input.acts:q} --cond {wildcards.cond} --params {params.job[params]:q}"
-        " --out {output:q} --demo-root={params.demo_root:q} --provenance {params.job[provenance]:q}"
+        "python -m nlaprobe --threads {threads} --gpus {resources.gpu} decode --checkpoint {params.job.checkpoint:q}"
+        " --activations {input.acts:q} --cond {wildcards.cond} --params {params.job.params:q}"
+        " --out {output:q} --demo-root={params.demo_root:q} --provenance {params.job.provenance:q}"
         " --device {params.device} > {log:q} 2>&1"

@@ -7,7 +7,7 @@ rule build_demo:
     output:
         directory("results/demo/demo-{dtag}/{style}"),
     params:
-        demo=lambda w: to_json(P.demo_params_for(w.dtag, w.style)),
+        demo=lambda w: P.demo_job(w.dtag, w.style).params,
         out=lambda w, output: output[0],
     log:
         "logs/build_demo/demo-{dtag}/{style}.log",

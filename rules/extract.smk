@@ -4,7 +4,7 @@
 
 rule extract:
     input:
-        unpack(lambda w: P.extract_job(w.btag, w.split, w.shard)["inputs"]),
+        unpack(lambda w: P.extract_job(w.btag, w.split, w.shard).inputs),
     output:
         acts="results/activations/base-{btag}/{split}/shard-{shard}.parquet",
         meta="results/activations/base-{btag}/{split}/shard-{shard}.nla_meta.yaml",
@@ -27,9 +27,9 @@ rule extract:
     conda:
         P.model_env
     shell:
-        "python -m nlaprobe --threads {threads} --gpus {resources.gpu} extract --checkpoint {params.job[checkpoint]:q} --params {params.job[params]:q}"
+        "python -m nlaprobe --threads {threads} --gpus {resources.gpu} extract --checkpoint {params.job.checkpoint:q} --params {params.job.params:q}"
         " --corpus {input.corpus:q} --out {output.acts:q} --positions={params.positions:q}"
-        " --demo-root={params.demo_root:q} --provenance {params.job[provenance]:q}"
+        " --demo-root={params.demo_root:q} --provenance {params.job.provenance:q}"
         " --device {params.device} > {log:q} 2>&1"
 
 

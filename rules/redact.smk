@@ -4,7 +4,7 @@
 
 rule redact:
     input:
-        unpack(lambda w: P.redact_job(w.avtag, w.variant, w.shard)["inputs"]),
+        unpack(lambda w: P.redact_job(w.avtag, w.variant, w.shard).inputs),
     output:
         "results/redacted/av-{avtag}/{variant}/shard-{shard}.parquet",
     log:

@@ -6,12 +6,12 @@
 
 rule ridge:
     input:
-        unpack(lambda w: P.ridge_job(w.rtag, w.src, w.dst, int(w.n))["inputs"]),
+        unpack(lambda w: P.ridge_job(w.rtag, w.src, w.dst, int(w.n)).inputs),
     output:
         json="results/ridge/ridge-{rtag}/{src}_to_{dst}/n-{n}.json",
         npz="results/ridge/ridge-{rtag}/{src}_to_{dst}/n-{n}.npz",
     params:
-        ridge=lambda w: P.ridge_job(w.rtag, w.src, w.dst, int(w.n))["params"],
+        ridge=lambda w: P.ridge_job(w.rtag, w.src, w.dst, int(w.n)).params,
         device=P.device,
         src_ridge=lambda w, input: shard_folder(input.src_ridge),
         dst_ridge=lambda w, input: shard_folder(input.dst_ridge),

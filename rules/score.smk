@@ -4,9 +4,7 @@
 rule score:
     input:
         unpack(
-            lambda w: P.score_job(w.avtag, w.artag, w.cond, w.variant, w.shard)[
-                "inputs"
-            ]
+            lambda w: P.score_job(w.avtag, w.artag, w.cond, w.variant, w.shard).inputs
         ),
     output:
         "results/scores/av-{avtag}__ar-{artag}/{cond}/{variant}/shard-{shard}.parquet",
@@ -28,7 +26,7 @@ rule score:
     conda:
         P.model_env
     shell:
-        "python -m nlaprobe --threads {threads} --gpus {resources.gpu} score --checkpoint {params.job[checkpoint]:q}"
+        "python -m nlaprobe --threads {threads} --gpus {resources.gpu} score --checkpoint {params.job.checkpoint:q}"
         " --decodes {input.decodes:q} --gold {input.gold:q} --variant {wildcards.variant}"
-        " --params {params.job[params]:q} --out {output:q} --demo-root={params.demo_root:q}"
-        " --provenance {params.job[provenance]:q} --device {params.device} > {log:q} 2>&1"
+        " --params {params.job.params:q} --out {output:q} --demo-root={params.demo_root:q}"
+        " --provenance {params.job.provenance:q} --device {params.device} > {log:q} 2>&1"

@@ -78,7 +78,7 @@ def commands(tmp_path_factory) -> tuple[dict[str, list[str]], set[str], int, dic
         plan = wf.globals["P"]
         out = {rule: [job_shell(wf, rule, t) for t in outs] for rule, outs in targets(plan).items()}
         a, b = plan.ridge_directions()[0]
-        ridge = plan.ridge_job(plan.ridge_tag(), a, b, max(plan.ridge_sizes()))["inputs"]
+        ridge = plan.ridge_job(plan.ridge_tag(), a, b, max(plan.ridge_sizes())).inputs
         return out, shell_rules(wf), plan.n_shards("eval"), ridge
 
 

@@ -400,10 +400,10 @@ def test_known_tags_resolve(name):
             btag = plan.activation_tag(fam, split)
             assert plan.family_for_activation_tag(btag, split) == fam
             job = plan.extract_job(btag, split, "00000")
-            assert job["family"] == fam
-            assert job["inputs"]["corpus"] == plan.corpus_shard(split, "00000")
-            assert ("positions" in job["inputs"]) == (fam != plan.primary)
-            prov = json.loads(job["provenance"])
+            assert job.inputs["corpus"] == plan.corpus_shard(split, "00000")
+            assert ("positions" in job.inputs) == (fam != plan.primary)
+            prov = json.loads(job.provenance)
+            assert prov["family"] == fam
             assert prov["tag_spec"] == plan.activation_spec(fam, split)
     for style in plan.demo_styles():
         params = plan.demo_params_for(plan.demo_tag(style), style)
@@ -449,25 +449,25 @@ def test_decode_and_score_jobs_resolve(name):
     plan = plan_of(name)
     for av in plan.families:
         job = plan.decode_job(plan.decode_tag(av), "greedy", "00001")
-        assert job["inputs"]["acts"] == plan.activation_shard(av, "eval", "00001")
-        prov = json.loads(job["provenance"])
+        assert job.inputs["acts"] == plan.activation_shard(av, "eval", "00001")
+        prov = json.loads(job.provenance)
         assert prov["family"] == av and prov["tag_spec"] == plan.decode_spec(av)
-        assert json.loads(job["checkpoint"])["dtype"] == plan.cfg["families"][av]["av"]["dtype"]
+        assert json.loads(job.checkpoint)["dtype"] == plan.cfg["families"][av]["av"]["dtype"]
         for ar in plan.families:
             job = plan.score_job(plan.decode_tag(av), plan.ar_tag(ar), "greedy", "full", "00001")
-            assert job["inputs"]["decodes"] == plan.decode_shard(av, "greedy", "00001")
+            assert job.inputs["decodes"] == plan.decode_shard(av, "greedy", "00001")
             # the gold is the AR family's own (aligned) vector for the row
-            assert job["inputs"]["gold"] == plan.activation_shard(ar, "eval", "00001")
-            prov = json.loads(job["provenance"])
+            assert job.inputs["gold"] == plan.activation_shard(ar, "eval", "00001")
+            prov = json.loads(job.provenance)
             assert (prov["av_family"], prov["ar_family"]) == (av, ar)
             assert prov["ar_tag_spec"] == plan.ar_spec(ar)
     if name == "default":  # demo checkpoints wait for their family's build
         for fam in plan.families:
-            (model,) = plan.decode_job(plan.decode_tag(fam), "greedy", "00000")["inputs"]["model"]
+            (model,) = plan.decode_job(plan.decode_tag(fam), "greedy", "00000").inputs["model"]
             assert model.startswith(plan.demo_dir(fam))
     else:
         job = plan.decode_job(plan.decode_tag("qwen"), "greedy", "00000")
-        assert job["inputs"]["model"] == []
+        assert job.inputs["model"] == []
 
 
 def test_swapping_an_ar_moves_its_ar_tag_and_no_decode_tag(name):
@@ -521,9 +521,9 @@ def test_decode_batch_size_changes_no_tag(name):
     assert changed(before, after) == set()
     fam = before.families[0]
     dtag, atag = before.decode_tag(fam), before.ar_tag(fam)
-    assert json.loads(after.decode_job(dtag, "greedy", "00000")["params"])["batch_size"] == 3
+    assert json.loads(after.decode_job(dtag, "greedy", "00000").params)["batch_size"] == 3
     job = after.score_job(dtag, atag, "greedy", "full", "00000")
-    assert json.loads(job["params"])["batch_size"] == 3
+    assert json.loads(job.params)["batch_size"] == 3
 
 
 @pytest.mark.parametrize(("key", "value"), [("n_boot", 77), ("alpha", 0.1), ("null_seed", 5)])
@@ -669,7 +669,7 @@ def test_conditions_and_their_checks(name):
         dtag = plan.decode_tag(fam)
         for cond in plan.conditions(fam):
             job = plan.decode_job(dtag, cond, "00000")
-            assert job["inputs"]["acts"] == plan.activation_shard(fam, "eval", "00000")
+            assert job.inputs["acts"] == plan.activation_shard(fam, "eval", "00000")
         with pytest.raises(ConfigError, match="greedy_L99"):
             plan.decode_job(dtag, "greedy_L99", "00000")
 
@@ -679,12 +679,12 @@ def test_redaction_variants_read_redacted_greedy_decodes(name):
     fam = plan.families[0]
     dtag, atag = plan.decode_tag(fam), plan.ar_tag(fam)
     job = plan.redact_job(dtag, "prose_only", "00000")
-    assert job["inputs"] == {"decodes": plan.decode_shard(fam, "greedy", "00000")}
+    assert job.inputs == {"decodes": plan.decode_shard(fam, "greedy", "00000")}
     redacted = plan.redacted_shard(fam, "prose_only", "00000")
     assert redacted == f"results/redacted/av-{dtag}/prose_only/shard-00000.parquet"
     score = plan.score_job(dtag, atag, "greedy", "prose_only", "00000")
-    assert score["inputs"]["decodes"] == redacted
-    assert plan.score_job(dtag, atag, "greedy", "full", "00000")["inputs"]["decodes"] == (
+    assert score.inputs["decodes"] == redacted
+    assert plan.score_job(dtag, atag, "greedy", "full", "00000").inputs["decodes"] == (
         plan.decode_shard(fam, "greedy", "00000")
     )
     for bad in ("full", "nonsense"):
@@ -748,13 +748,13 @@ def test_ridge_jobs(name):
     rtag = plan.ridge_tag()
     for src, dst in plan.ridge_directions():
         job = plan.ridge_job(rtag, src, dst, sizes[0])
-        assert job["inputs"]["src_ridge"] == [
+        assert job.inputs["src_ridge"] == [
             plan.activation_shard(src, "ridge", s) for s in plan.shards("ridge")
         ]
-        assert job["inputs"]["dst_eval"] == [
+        assert job.inputs["dst_eval"] == [
             plan.activation_shard(dst, "eval", s) for s in plan.shards("eval")
         ]
-        params = json.loads(job["params"])
+        params = json.loads(job.params)
         assert params["alphas"] == r["alphas"] and params["seed"] == plan.cfg["run"]["seed"]
         assert plan.ridge_file(src, dst, sizes[0], "json") == (
             f"results/ridge/ridge-{rtag}/{src}_to_{dst}/n-{sizes[0]}.json"
@@ -1192,39 +1192,3 @@ def test_record_params_are_given_only_for_the_current_input_record(name):
             plan.record_params_for(agg, "0" * 10 if itag != "0" * 10 else "1" * 10)
     with pytest.raises(ConfigError, match="unknown aggregate"):
         plan.record_params_for("no_such", "0123456789")
-
-
-def test_jobs_are_built_once_and_tags_hashed_once(monkeypatch):
-    """Snakemake asks for a job's inputs, params, threads and resources through several
-    functions: the Plan builds each job once, and hashes each tag once, whatever the shards."""
-    import nlaprobe.plan as plan_module
-
-    plan = plan_of("paper")
-    calls = []
-    real = plan_module.tag_of
-    monkeypatch.setattr(plan_module, "tag_of", lambda spec: calls.append(1) or real(spec))
-
-    def build(shards):
-        for shard in shards:
-            for fam in plan.families:
-                dtag, atag = plan.decode_tag(fam), plan.ar_tag(fam)
-                btag = plan.activation_tag(fam, "eval")
-                job = plan.decode_job(dtag, "greedy", shard)
-                assert plan.decode_job(dtag, "greedy", shard) is job
-                assert plan.score_job(dtag, atag, "greedy", "full", shard) is plan.score_job(
-                    dtag, atag, "greedy", "full", shard
-                )
-                assert plan.extract_job(btag, "eval", shard) is plan.extract_job(
-                    btag, "eval", shard
-                )
-
-    build([f"{i:05d}" for i in range(3)])
-    first = len(calls)
-    # every tag of these jobs: per family activations, positions, decode, AR; corpus
-    assert 0 < first <= 12
-    build([f"{i:05d}" for i in range(3, 200)])
-    assert len(calls) == first
-    # a job's content does not depend on how often it was asked for
-    fresh = plan_of("paper")
-    dtag = fresh.decode_tag("qwen")
-    assert fresh.decode_job(dtag, "greedy", "00007") == plan.decode_job(dtag, "greedy", "00007")

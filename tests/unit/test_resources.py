@@ -221,7 +221,7 @@ def test_tensor_parallel_decodes_request_that_many_gpus():
     w = SimpleNamespace(avtag=four.decode_tag("gemma"), cond="greedy", shard="00000")
     assert four.job_resource("decode", "gpu")(w) == 4
     job = four.decode_job(four.decode_tag("gemma"), "greedy", "00000")
-    assert '"tensor_parallel_size":4' in job["params"]
+    assert '"tensor_parallel_size":4' in job.params
     # an execution setting, like batch_size: no tag moves
     assert four.decode_tag("gemma") == one.decode_tag("gemma")
     # no extraction or scoring job asks for more than one
@@ -241,10 +241,10 @@ def test_extraction_over_several_gpus():
         (a.gpu_mem_mb - R.GPU_CONTEXT_MB) / 2, abs=100
     )
     assert two.activation_tag("gemma", "eval") == one.activation_tag("gemma", "eval")
-    params = two.extract_job(two.activation_tag("gemma", "eval"), "eval", "00000")["params"]
+    params = two.extract_job(two.activation_tag("gemma", "eval"), "eval", "00000").params
     # what the extraction CLI parses: the stage loads the base with device_map="auto"
     assert ExtractParams.from_json(json.loads(params)).device_map == "auto"
-    one_params = one.extract_job(one.activation_tag("gemma", "eval"), "eval", "00000")["params"]
+    one_params = one.extract_job(one.activation_tag("gemma", "eval"), "eval", "00000").params
     assert ExtractParams.from_json(json.loads(one_params)).device_map is None
 
 
