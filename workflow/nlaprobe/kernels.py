@@ -7,8 +7,8 @@ kernels actually in use (`kernels_in_use`) and whatever differs from the pin (`u
 
 Why: torch's own kernels (ATen), its BLAS (MKL), numpy's BLAS/LAPACK (OpenBLAS) and numpy's own
 loops each pick kernels by the CPU they find at run time. Kernels of another vector width add in
-another order, so the demo build trained different weights on another machine (the README's
-"The same demo models on another x86-64 machine" has the measured effect of each library and
+another order, so the demo build trained different weights on another machine (docs/behaviour.md,
+"The same demo models on another x86-64 machine", has the measured effect of each library and
 the cost of the pin).
 
 Invariants: a variable takes effect only if it is set before its library loads, so

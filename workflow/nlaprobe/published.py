@@ -117,7 +117,7 @@ class Comparison:
 
 
 def default_path() -> str:
-    """Where the packaged file of DEFAULT_VERSION lives (for messages and the README)."""
+    """Where the packaged file of DEFAULT_VERSION lives (for messages and docs/experiments.md)."""
     return f"nlaprobe/{PUBLISHED_PACKAGE_DIR}/{DEFAULT_VERSION}.yaml"
 
 

@@ -206,7 +206,7 @@ class Requests(Layout):
 
     def resource_summary(self) -> dict:
         """Per rule (and family, style or direction) the largest request among its jobs: what
-        `nlaprobe plan` prints and the README tabulates."""
+        `nlaprobe plan` prints and docs/running.md tabulates ("What each job requests")."""
         largest = R.largest
         out: dict = {}
         if self.demo_styles():
