@@ -4,6 +4,8 @@ SPEC §4.5 failing with an error that names the field and both values."""
 from __future__ import annotations
 
 import math
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -12,21 +14,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from nlaprobe import constants as C
-from nlaprobe.checkpoints import (
-    _pretrained_kwargs,
-    check_layer,
-    decoder_blocks,
-    get_text_config,
-    is_gemma,
-    load_ar,
-    load_av,
-    load_causal_lm,
-    load_config,
-    load_tokenizer,
-    resolve_source,
-)
+from nlaprobe.checkpoints import get_text_config, pretrained_kwargs, resolve_source
 from nlaprobe.errors import CheckpointError, SidecarError
 from nlaprobe.io import read_yaml, write_table, write_yaml
+from nlaprobe.models.architecture import check_layer, decoder_blocks, is_gemma
+from nlaprobe.models.loading import load_ar, load_av, load_causal_lm, load_config, load_tokenizer
 
 K = 2
 D = 64
@@ -160,12 +152,12 @@ def test_check_layer_on_a_config(gemma_family):
 def test_trust_remote_code_defaults_off(qwen_family):
     local = resolve_source({"path": str(qwen_family / "av")}, "av")
     assert local.trust_remote_code is False
-    assert _pretrained_kwargs(local) == {"trust_remote_code": False}
+    assert pretrained_kwargs(local) == {"trust_remote_code": False}
     hub = resolve_source({"id": "org/m", "revision": COMMIT}, "av")
-    assert _pretrained_kwargs(hub) == {"trust_remote_code": False, "revision": COMMIT}
+    assert pretrained_kwargs(hub) == {"trust_remote_code": False, "revision": COMMIT}
     assert resolve_source({"id": "org/m"}, "av").revision == "main"
     opted = resolve_source({"id": "org/m", "trust_remote_code": True}, "av")
-    assert _pretrained_kwargs(opted)["trust_remote_code"] is True
+    assert pretrained_kwargs(opted)["trust_remote_code"] is True
 
 
 def test_bad_entries(tmp_path):
@@ -450,11 +442,13 @@ def test_vllm_decode_refuses_pickled_weights_before_the_engine(qwen_family, copy
 
     from nlaprobe import decode
     from nlaprobe.io import vectors_to_arrow
+    from nlaprobe.models.generation import parse_condition
 
     av = copy_dir(qwen_family / "av", "av")
     (av / "model.safetensors").rename(av / "pytorch_model.bin")
     built = []
-    monkeypatch.setitem(decode.BACKENDS, "vllm", lambda *a, **k: built.append(a))
+    # an engine that records being built: the check must refuse the folder before it is
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=lambda **k: built.append(k)))
     acts = av.parent / "acts.parquet"
     vectors = np.ones((2, D), np.float32)
     write_table(
@@ -469,6 +463,6 @@ def test_vllm_decode_refuses_pickled_weights_before_the_engine(qwen_family, copy
     )
     out = av.parent / "dec.parquet"
     with pytest.raises(CheckpointError, match=r"pytorch_model\.bin.*safetensors only"):
-        decode.decode_shard(src(av), str(acts), str(out), decode.parse_condition("greedy"), seed=1,
-                       backend="vllm")  # fmt: skip
+        decode.decode_shard(src(av), str(acts), str(out), parse_condition("greedy"),
+                            decode.DecodeParams.from_json({"backend": "vllm"}))  # fmt: skip
     assert built == [] and not out.exists()
