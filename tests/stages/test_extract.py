@@ -49,7 +49,8 @@ def params(**over) -> ExtractParams:
         "max_length": MAX_LENGTH,
         "batch_size": 8,
     }
-    return ExtractParams.from_json({**base, **over}, source="test parameters")
+    raw = {**base, **over}
+    return ExtractParams.from_json({**raw, "layers": list(raw["layers"])}, source="test parameters")
 
 
 PARAMS = params()

@@ -1,6 +1,7 @@
-"""Pure parts of the decode stage (SPEC §4.6-§4.8): explanation extraction, leak counting, the
-banned-token set on the fixture tokenizers, conditions, per-sample seeds, the shared request
-builder and the engine-independent halves of the vLLM backend."""
+"""Pure parts of the models layer (nlaprobe.models; SPEC §4.6-§4.8): explanation extraction, leak
+counting, the banned-token set on the fixture tokenizers, conditions, per-sample seeds, the
+shared request builder (generation), prompt embeddings (forward), the device resolver and the
+engine-independent halves of the decode backends (backends)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-from nlaprobe import decode as D
 from nlaprobe.constants import DOUBLE_QUOTES, SINGLE_QUOTES
 from nlaprobe.models import backends, forward, generation
 
@@ -601,17 +601,11 @@ def test_vllm_engine_cache_follows_the_runner(monkeypatch, tmp_path):
     assert a.llm is not b.llm and c.llm is b.llm
 
 
-def test_tensor_parallel_needs_vllm_and_is_checked_like_the_config():
+def test_the_hf_backend_refuses_tensor_parallel():
+    """A tensor-parallel HF decode is refused by the backend itself, whoever builds it (the
+    decode stage refuses it earlier, with its parameters: tests/unit/test_params.py)."""
     from nlaprobe.errors import ConfigError
 
-    p = D.DecodeParams.from_json({"backend": "vllm", "tensor_parallel_size": 4})
-    assert p.tensor_parallel_size == 4
-    with pytest.raises(ConfigError, match=r"tensor_parallel_size"):
-        D.DecodeParams.from_json({"tensor_parallel_size": 0})
-    # refused with the parameters, before any file is read
-    with pytest.raises(ConfigError, match=r"tensor_parallel_size 2 needs decode.backend vllm"):
-        D.DecodeParams.from_json({"backend": "hf", "tensor_parallel_size": 2})
-    # and by the HF backend itself, whoever builds it
     with pytest.raises(ConfigError, match=r"tensor_parallel_size 2 needs decode.backend vllm"):
         backends.get_backend("hf")(
             types.SimpleNamespace(model=None, tokenizer=None, prompt_ids=[]),
@@ -625,3 +619,33 @@ def test_vllm_engine_gets_the_tensor_parallel_size():
         "/m", "bfloat16", max_model_len=300, device="cuda", tensor_parallel_size=4
     )
     assert kw["tensor_parallel_size"] == 4 and kw["model"] == "/m"
+
+
+def test_one_device_resolver():
+    from nlaprobe.errors import ConfigError
+    from nlaprobe.models.device import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # a user-facing error (the CLI's one line) that is also a ValueError (nlaprobe.ridge's contract)
+    for bad in ("tpu", "mps"):
+        with pytest.raises(ConfigError, match=rf"unknown device '{bad}'; valid: auto, cpu, cuda"):
+            resolve_device(bad)
+        with pytest.raises(ValueError):
+            resolve_device(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match=r"device 'cuda:1' requested but no CUDA GPU"):
+            resolve_device("cuda:1")
+
+
+def test_every_backend_takes_one_signature():
+    """The decode stage builds any registered backend as `cls(av, settings, device=...,
+    tensor_parallel_size=...)`; each says whether it needs the AV's live model and gives the
+    base prompt embeddings itself."""
+    import inspect
+
+    for name, cls in backends.BACKENDS.items():
+        params = inspect.signature(cls.__init__).parameters
+        assert list(params) == ["self", "av", "settings", "device", "tensor_parallel_size"], name
+        assert isinstance(cls.needs_model, bool) and callable(cls.prompt_embeds), name
