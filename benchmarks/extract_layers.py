@@ -3,8 +3,9 @@ pass per layer, on the same rows of a tiny family built in a temporary folder.
 
     python benchmarks/extract_layers.py [--layers 2,3,5] [--docs 64] [--repeats 5]
 
-Both sides run `nlaprobe.extract.run_forward` on the same tokenized documents and sampled rows
-(tokenization and sampling are done once, outside the timings); the vectors must be identical.
+Both sides run `nlaprobe.models.activations.run_forward` on the same tokenized documents and
+sampled rows (tokenization and sampling are done once, outside the timings); the vectors must be
+identical.
 Prints each side's time (best of --repeats, runs interleaved) and the ratio one-forward-per-layer / one-forward.
 """
 
