@@ -45,9 +45,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     from transformers.utils import logging as hf_logging
 
-    from nlaprobe.checkpoints import load_ar, resolve_source
-    from nlaprobe.corpus import pydoc_documents
+    from nlaprobe.checkpoints import resolve_source
+    from nlaprobe.documents import pydoc_documents
     from nlaprobe.fixtures import TinySizes, build_family
+    from nlaprobe.models.loading import load_ar
     from nlaprobe.score import ar_texts, readout, tokenize_ar
 
     hf_logging.set_verbosity_error()

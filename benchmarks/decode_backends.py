@@ -49,10 +49,11 @@ def parse_args() -> argparse.Namespace:
 def tiny_av(tmp: Path, hidden: int, seed: int):
     """A random tiny Qwen-style AV whose greedy output depends on the vector (weights redrawn
     at a larger scale, saved, so both engines read the same files); its injection scale."""
-    from nlaprobe import decode as D
-    from nlaprobe.checkpoints import load_av, resolve_source
-    from nlaprobe.corpus import pydoc_documents
+    from nlaprobe.checkpoints import resolve_source
+    from nlaprobe.documents import pydoc_documents
     from nlaprobe.fixtures import TinySizes, build_family
+    from nlaprobe.models import forward
+    from nlaprobe.models.loading import load_av
 
     texts = [t for _topic, t in pydoc_documents()]
     sizes = TinySizes(vocab_size=1024, hidden_size=hidden, intermediate_size=3 * hidden)
@@ -64,7 +65,7 @@ def tiny_av(tmp: Path, hidden: int, seed: int):
             if p.ndim == 2:
                 p.copy_(torch.randn(p.shape, generator=gen) * 2.0 / math.sqrt(p.shape[1]))
     av.model.save_pretrained(fam / "av")
-    scale = 3.0 * float(D.prompt_token_embeds(av.model, av.prompt_ids).norm(dim=1).mean())
+    scale = 3.0 * float(forward.prompt_token_embeds(av.model, av.prompt_ids).norm(dim=1).mean())
     return fam / "av", scale
 
 
@@ -74,9 +75,10 @@ def main() -> None:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     from transformers.utils import logging as hf_logging
 
-    from nlaprobe import decode as D
-    from nlaprobe.checkpoints import load_av, resolve_source
+    from nlaprobe.checkpoints import resolve_source
     from nlaprobe.io import read_table
+    from nlaprobe.models import backends, generation
+    from nlaprobe.models.loading import load_av
 
     hf_logging.set_verbosity_error()
     tmp = tempfile.TemporaryDirectory()
@@ -99,25 +101,19 @@ def main() -> None:
         n = args.n
         vecs = np.random.default_rng(args.seed).standard_normal((n, d)).astype(np.float32)
         doc_ids, positions = [f"bench:backends:{i}" for i in range(n)], [50] * n
-    settings = D.DecodeSettings(
+    settings = backends.DecodeSettings(
         max_new_tokens=args.max_new_tokens,
         stop_token_ids=tuple(av.stop_token_ids),
         pad_token_id=av.tokenizer.pad_token_id or 0,
     )
-    cond = D.parse_condition("greedy")
-    hf = D.HFBackend(av.model, av.tokenizer, settings)
+    cond = generation.parse_condition("greedy")
+    hf = backends.get_backend("hf")(av, settings)
     t0 = time.perf_counter()
-    vl = D.VLLMBackend(
-        str(av_dir),
-        av.tokenizer,
-        settings,
-        dtype="float32",
-        max_model_len=len(av.prompt_ids) + args.max_new_tokens,
-    )
+    vl = backends.get_backend("vllm")(av, settings)
     t_load_vllm = time.perf_counter() - t0
 
     def run(engine, base):
-        return lambda: D.decode_rows(
+        return lambda: generation.decode_rows(
             engine,
             base,
             av.marker_pos,
@@ -131,8 +127,8 @@ def main() -> None:
             progress=False,
         )
 
-    hf_run = run(hf, D.prompt_token_embeds(av.model, av.prompt_ids))
-    vl_run = run(vl, av.prompt_embeds_from_weights())
+    hf_run = run(hf, hf.prompt_embeds())
+    vl_run = run(vl, vl.prompt_embeds())
     hf_run(), vl_run()  # warm-up
     (t_hf, t_vl), (rows_hf, rows_vl) = best_times([hf_run, vl_run], args.repeats)
     tok_hf = sum(r["n_tokens"] for r in rows_hf)
@@ -153,7 +149,7 @@ def main() -> None:
     print(f"vLLM:                     {t_vl:7.3f} s, {tok_vl / t_vl:8.0f} tokens/s")
     print(f"identical texts: {same}/{n}; tokens HF {tok_hf}, vLLM {tok_vl}")
     print(f"speed-up (vLLM / HF tokens per second): {(tok_vl / t_vl) / (tok_hf / t_hf):.1f}x")
-    D.release_engines()
+    backends.release_engines()
     tmp.cleanup()
 
 

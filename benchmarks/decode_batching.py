@@ -54,10 +54,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     from transformers.utils import logging as hf_logging
 
-    from nlaprobe import decode as D
-    from nlaprobe.checkpoints import load_av, resolve_source
-    from nlaprobe.corpus import pydoc_documents
+    from nlaprobe.checkpoints import resolve_source
+    from nlaprobe.documents import pydoc_documents
     from nlaprobe.fixtures import TinySizes, build_family
+    from nlaprobe.models import backends, forward, generation
+    from nlaprobe.models.loading import load_av
 
     hf_logging.set_verbosity_error()
     texts = [t for _topic, t in pydoc_documents()]
@@ -81,27 +82,27 @@ def main() -> None:
                         * args.redraw_std
                         / math.sqrt(p.shape[1])
                     )
-        emb = D.prompt_token_embeds(av.model, av.prompt_ids)
+        emb = forward.prompt_token_embeds(av.model, av.prompt_ids)
         scale = 3.0 * float(emb.norm(dim=1).mean())
 
-    settings = D.DecodeSettings(
+    settings = backends.DecodeSettings(
         max_new_tokens=args.max_new_tokens,
         stop_token_ids=tuple(av.stop_token_ids),
         pad_token_id=av.tokenizer.pad_token_id or 0,
     )
-    engine = D.HFBackend(av.model, av.tokenizer, settings)
-    base = D.prompt_token_embeds(av.model, av.prompt_ids)
+    engine = backends.HFBackend(av, settings)
+    base = engine.prompt_embeds()
     vecs = (
         np.random.default_rng(args.seed).standard_normal((args.n, args.hidden)).astype(np.float32)
     )
     doc_ids = [f"bench:decode:{i}" for i in range(args.n)]
     positions = [50] * args.n
-    cond = D.parse_condition("greedy")
+    cond = generation.parse_condition("greedy")
 
     def run(batch_size: int, n: int | None = None) -> tuple[list[dict], float]:
         k = args.n if n is None else n
         t0 = time.perf_counter()
-        rows = D.decode_rows(
+        rows = generation.decode_rows(
             engine,
             base,
             av.marker_pos,

@@ -34,8 +34,9 @@ from nlaprobe.plan import demo_params
 
 ROOT = Path(__file__).resolve().parent.parent
 UNPINNED_BUILD = (
-    "import json, sys, torch; from pathlib import Path; from nlaprobe.demo import build_demo; "
-    "torch.set_num_threads(1); build_demo('qwen', Path(sys.argv[2]), json.loads(sys.argv[1]))"
+    "import json, sys, torch; from pathlib import Path; "
+    "from nlaprobe.demo import DemoParams, build_demo; torch.set_num_threads(1); "
+    "build_demo('qwen', Path(sys.argv[2]), DemoParams.from_json(json.loads(sys.argv[1])))"
 )
 VARIANTS = {
     "native": None,

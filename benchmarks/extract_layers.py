@@ -3,8 +3,9 @@ pass per layer, on the same rows of a tiny family built in a temporary folder.
 
     python benchmarks/extract_layers.py [--layers 2,3,5] [--docs 64] [--repeats 5]
 
-Both sides run `nlaprobe.extract.run_forward` on the same tokenized documents and sampled rows
-(tokenization and sampling are done once, outside the timings); the vectors must be identical.
+Both sides run `nlaprobe.models.activations.run_forward` on the same tokenized documents and
+sampled rows (tokenization and sampling are done once, outside the timings); the vectors must be
+identical.
 Prints each side's time (best of --repeats, runs interleaved) and the ratio one-forward-per-layer / one-forward.
 """
 
@@ -25,15 +26,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from bench_common import best_times  # noqa: E402
 
-from nlaprobe.checkpoints import load_causal_lm, load_tokenizer, resolve_source  # noqa: E402
-from nlaprobe.corpus import Document, pydoc_documents  # noqa: E402
-from nlaprobe.extract import (  # noqa: E402
-    ExtractParams,
-    plan_primary,
-    run_forward,
-    tokenize_documents,
-)
+from nlaprobe.checkpoints import resolve_source  # noqa: E402
+from nlaprobe.documents import Document, pydoc_documents  # noqa: E402
+from nlaprobe.extract import ExtractParams  # noqa: E402
 from nlaprobe.fixtures import TinySizes, build_family  # noqa: E402
+from nlaprobe.models.activations import plan_primary, run_forward, tokenize_documents  # noqa: E402
+from nlaprobe.models.loading import load_causal_lm, load_tokenizer  # noqa: E402
 from nlaprobe.sampling import doc_id_for  # noqa: E402
 
 
@@ -80,12 +78,15 @@ def main(argv=None) -> int:
         Document(doc_id_for("builtin:pydoc", "topics", i), i, text, topic)
         for i, (topic, text) in enumerate(corpus[: args.docs])
     ]
-    params = ExtractParams(
-        layers=layers,
-        positions_per_doc=args.positions_per_doc,
-        min_position=args.min_position,
-        max_length=args.max_length,
-        batch_size=args.batch_size,
+    params = ExtractParams.from_json(
+        {
+            "layers": list(layers),
+            "positions_per_doc": args.positions_per_doc,
+            "min_position": args.min_position,
+            "max_length": args.max_length,
+            "batch_size": args.batch_size,
+        },
+        source="benchmark parameters",
     )
     with tempfile.TemporaryDirectory(prefix="nlaprobe-bench-") as tmp:
         root = build_family(args.style, Path(tmp) / args.style, texts, sizes=sizes, layer=layers[0])

@@ -43,7 +43,7 @@ def _seed_everything():
 
 @pytest.fixture(scope="session")
 def fixture_texts() -> list[str]:
-    from nlaprobe.corpus import pydoc_documents
+    from nlaprobe.documents import pydoc_documents
 
     return [text for _topic, text in pydoc_documents()]
 
@@ -132,6 +132,7 @@ TRAINED_DEMO = {
     "intermediate_size": 64,
     "num_heads": 1,
     "num_kv_heads": 1,
+    "max_position_embeddings": 1024,
     "seed": 0,
     "train": {
         "base_steps": 20,
@@ -150,14 +151,16 @@ def build_trained_family(style: str, root: Path) -> dict:
     """A trained tiny family under `root/<style>` and the activations of its eval documents:
     {"family": dir with base/av/ar, "corpus": corpus shard, "acts": activation shard}."""
     from nlaprobe.checkpoints import resolve_source
-    from nlaprobe.corpus import build_corpus_shard
-    from nlaprobe.demo import build_demo
+    from nlaprobe.corpus import CorpusParams, build_corpus_shard
+    from nlaprobe.demo import DemoParams, build_demo
     from nlaprobe.extract import ExtractParams, extract_shard
 
     fam = build_demo(
         style,
         root / style,
-        {**TRAINED_DEMO, "layer": TRAINED_LAYER, "held_out": [[0, TRAINED_EVAL_DOCS]]},
+        DemoParams.from_json(
+            {**TRAINED_DEMO, "layer": TRAINED_LAYER, "held_out": [[0, TRAINED_EVAL_DOCS]]}
+        ),
     )
     corpus = {
         "source": "builtin",
@@ -167,13 +170,13 @@ def build_trained_family(style: str, root: Path) -> dict:
         "splits": {"eval": {"start": 0, "stop": TRAINED_EVAL_DOCS}},
     }
     shard = root / f"{style}-corpus.parquet"
-    build_corpus_shard(corpus, "eval", 0, shard)
+    build_corpus_shard(CorpusParams.from_json(corpus), "eval", 0, shard)
     acts = root / f"{style}-acts.parquet"
     extract_shard(
         resolve_source({"path": str(fam / "base"), "dtype": "float32"}, "base"),
         shard,
         acts,
-        ExtractParams(layers=(TRAINED_LAYER,), **TRAINED_SAMPLING),
+        ExtractParams.from_json({"layers": [TRAINED_LAYER], **TRAINED_SAMPLING}),
     )
     return {"family": fam, "corpus": shard, "acts": acts}
 

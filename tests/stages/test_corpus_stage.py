@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from nlaprobe import corpus as C
+from nlaprobe import documents
 from nlaprobe.constants import COL_DOC_ID, COL_DOC_IDX, COL_TEXT, COL_TOPIC
 from nlaprobe.errors import ConfigError, DataError
 from nlaprobe.io import write_table
@@ -250,8 +251,8 @@ def test_build_and_read_shards(hf_folder, cache_dir, tmp_path, streaming):
     got = []
     for s in range(C.n_shards(c, "eval")):
         out = out_dir / f"shard-{s:05d}.parquet"
-        n = C.build_corpus_shard(c, "eval", s, out, cache_dir=cache_dir)
-        docs = C.read_corpus_shard(out)
+        n = C.build_corpus_shard(C.CorpusParams(**c), "eval", s, out, cache_dir=cache_dir)
+        docs = documents.read_corpus_shard(out)
         assert n == len(docs) == (4 if s == 0 else 3)
         got.extend(docs)
     check_docs(got, name="ds")
@@ -269,10 +270,10 @@ def test_build_and_read_shards(hf_folder, cache_dir, tmp_path, streaming):
 def test_build_builtin_shard_is_deterministic(tmp_path):
     c = cfg(source="builtin", dataset="pydoc", dataset_split="topics", shard_docs=8)
     a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
-    assert C.build_corpus_shard(c, "eval", 0, a) == 7
-    assert C.build_corpus_shard(c, "eval", 0, b) == 7
+    assert C.build_corpus_shard(C.CorpusParams(**c), "eval", 0, a) == 7
+    assert C.build_corpus_shard(C.CorpusParams(**c), "eval", 0, b) == 7
     assert a.read_bytes() == b.read_bytes()
-    docs = C.read_corpus_shard(a)
+    docs = documents.read_corpus_shard(a)
     assert [d.doc_id for d in docs] == [f"builtin:pydoc:topics:{i}" for i in range(5, 12)]
     assert all(d.topic for d in docs)
 
@@ -291,7 +292,7 @@ def test_failed_build_writes_nothing(hf_folder, cache_dir, tmp_path, over, shard
     out_dir = tmp_path / "out"
     out = out_dir / "shard-00000.parquet"
     with pytest.raises(error):
-        C.build_corpus_shard(c, "ridge", shard, out, cache_dir=cache_dir)
+        C.build_corpus_shard(C.CorpusParams(**c), "ridge", shard, out, cache_dir=cache_dir)
     assert not out.exists()
     if out_dir.exists():
         assert list(out_dir.iterdir()) == []
@@ -301,13 +302,13 @@ def test_read_corpus_shard_rejects_corrupt_and_incomplete(tmp_path):
     bad = tmp_path / "shard-00000.parquet"
     bad.write_bytes(b"garbage")
     with pytest.raises(DataError, match=r"shard-00000\.parquet"):
-        C.read_corpus_shard(bad)
+        documents.read_corpus_shard(bad)
     partial = tmp_path / "shard-00001.parquet"
     write_table(partial, pa.table({COL_DOC_ID: ["x:y:0"], COL_TEXT: ["hello"]}))
     with pytest.raises(DataError, match=r"shard-00001\.parquet.*doc_idx"):
-        C.read_corpus_shard(partial)
+        documents.read_corpus_shard(partial)
     with pytest.raises(DataError, match="not found"):
-        C.read_corpus_shard(tmp_path / "missing.parquet")
+        documents.read_corpus_shard(tmp_path / "missing.parquet")
 
 
 # --- hf source by hub id, offline, from the hub cache -----------------------------------------
@@ -354,8 +355,8 @@ def test_hf_hub_id_offline_from_the_hub_cache(
         streaming=streaming,
     )
     out = tmp_path / "shard.parquet"
-    assert C.build_corpus_shard(corpus, "eval", 1, out, cache_dir=cache_dir) == 3
-    docs = C.read_corpus_shard(out)
+    assert C.build_corpus_shard(C.CorpusParams(**corpus), "eval", 1, out, cache_dir=cache_dir) == 3
+    docs = documents.read_corpus_shard(out)
     assert [d.doc_id for d in docs] == [f"{HUB_DATASET}:en:{i}" for i in (9, 10, 11)]
     assert [d.text for d in docs] == [doc_text(i) for i in (9, 10, 11)]
     prov = json.loads(pq.read_schema(out).metadata[C.PROVENANCE_KEY])

@@ -22,9 +22,19 @@ import torch
 
 from nlaprobe import constants as C
 from nlaprobe import decode as D
-from nlaprobe.checkpoints import load_ar, load_av, resolve_source
+from nlaprobe.checkpoints import resolve_source
+from nlaprobe.constants import DECODE_META_KEY
 from nlaprobe.io import table_meta, write_table
-from nlaprobe.score import SCORE_META_KEY, ar_texts, readout, score_shard, tokenize_ar
+from nlaprobe.models import backends, forward, generation
+from nlaprobe.models.loading import load_ar, load_av
+from nlaprobe.score import (
+    SCORE_META_KEY,
+    ScoreParams,
+    ar_texts,
+    readout,
+    score_shard,
+    tokenize_ar,
+)
 
 STYLES = ("qwen", "gemma")
 K = 2  # the fixtures' layer
@@ -56,25 +66,25 @@ def lively_av(fam: Path, style: str):
         for p in av.model.parameters():
             if p.ndim == 2:
                 p.copy_(torch.randn(p.shape, generator=gen) * 2.0 / math.sqrt(p.shape[1]))
-    base = D.prompt_token_embeds(av.model, av.prompt_ids)
+    base = forward.prompt_token_embeds(av.model, av.prompt_ids)
     return av, 3.0 * float(base.norm(dim=1).mean())
 
 
-def backend(av, banned=(), max_new_tokens=MAX_NEW) -> D.HFBackend:
-    settings = D.DecodeSettings(
+def backend(av, banned=(), max_new_tokens=MAX_NEW) -> backends.HFBackend:
+    settings = backends.DecodeSettings(
         max_new_tokens=max_new_tokens,
         stop_token_ids=tuple(av.stop_token_ids),
         pad_token_id=av.tokenizer.pad_token_id or 0,
         banned_ids=tuple(banned),
     )
-    return D.HFBackend(av.model, av.tokenizer, settings)
+    return backends.HFBackend(av, settings)
 
 
 def decode(av, engine, scale, vectors, cond, batch_size, doc_ids=None, positions=None):
     n = len(vectors)
-    return D.decode_rows(
+    return generation.decode_rows(
         engine,
-        D.prompt_token_embeds(av.model, av.prompt_ids),
+        forward.prompt_token_embeds(av.model, av.prompt_ids),
         av.marker_pos,
         scale,
         vectors,
@@ -103,7 +113,7 @@ def test_prompt_token_embeds(request, style):
     ids = av.prompt_ids
     raw = load_file(str(fam / "av" / "model.safetensors"))["model.embed_tokens.weight"][ids]
     factor = math.sqrt(64) if style == "gemma" else 1.0
-    got = D.prompt_token_embeds(av.model, ids)
+    got = forward.prompt_token_embeds(av.model, ids)
     assert got.dtype == torch.float32 and tuple(got.shape) == (len(ids), 64)
     torch.testing.assert_close(got, raw.float() * factor, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(av.prompt_embeds_from_weights(), got, rtol=1e-6, atol=1e-6)
@@ -111,7 +121,8 @@ def test_prompt_token_embeds(request, style):
     # the same path and match bit for bit
     bf16 = load_av(resolve_source({"path": str(fam / "av"), "dtype": "bfloat16"}, "av"))
     assert torch.equal(
-        bf16.prompt_embeds_from_weights(torch.bfloat16), D.prompt_token_embeds(bf16.model, ids)
+        bf16.prompt_embeds_from_weights(torch.bfloat16),
+        forward.prompt_token_embeds(bf16.model, ids),
     )
     # one BOS for Gemma (the chat template emits it; never tokenized twice), none for Qwen
     bos = av.tokenizer.bos_token_id
@@ -145,7 +156,7 @@ def test_greedy_batched_equals_single_and_manual_loop(request, style):
     av, scale = lively_av(family_dir(request, style), style)
     engine = backend(av)
     vecs = vectors(4)
-    cond = D.parse_condition("greedy")
+    cond = generation.parse_condition("greedy")
     batched = decode(av, engine, scale, vecs, cond, batch_size=4)
     single = decode(av, engine, scale, vecs, cond, batch_size=1)
     texts = [r["text"] for r in batched]
@@ -172,13 +183,14 @@ def test_sampling_is_seeded_per_row(request, style):
     av, scale = lively_av(family_dir(request, style), style)
     engine = backend(av)
     vecs = vectors(4, seed=1)
-    cond = D.parse_condition("sample_t1", n_samples=3)
+    cond = generation.parse_condition("sample_t1", n_samples=3, temperature=1.0)
     doc_ids = [f"builtin:pydoc:topics:{i}" for i in range(4)]
     positions = [50, 61, 72, 83]
     rows = decode(av, engine, scale, vecs, cond, 12, doc_ids, positions)
     assert [(r["row"], r["sample"]) for r in rows] == [(i, k) for i in range(4) for k in range(3)]
     assert all(
-        r["seed"] == D.sample_seed(42, r["doc_id"], r["position"], r["sample"]) for r in rows
+        r["seed"] == generation.sample_seed(42, r["doc_id"], r["position"], r["sample"])
+        for r in rows
     )
 
     # row 2 alone (its own doc_id and position) gives the same samples as inside the batch
@@ -213,7 +225,7 @@ def test_checkpoint_generation_config_does_not_leak(gemma_family, copy_dir):
     for name, directory in (("release", gemma_family / "av"), ("noisy", av_dir)):
         av = load_av(source(directory, "av"))
         out[name] = decode(
-            av, backend(av), av.meta.injection_scale, vecs, D.parse_condition("greedy"), 3
+            av, backend(av), av.meta.injection_scale, vecs, generation.parse_condition("greedy"), 3
         )
     assert [r["text"] for r in out["noisy"]] == [r["text"] for r in out["release"]]
     # the random Gemma AV repeats itself, so a repetition penalty would have shown
@@ -236,18 +248,23 @@ def quote_biased(av, banned: list[int], bias: float = 50.0):
 @pytest.mark.parametrize("style", STYLES)
 def test_bans_prevent_quotes(request, style):
     av, scale = lively_av(family_dir(request, style), style)
-    chars = D.BAN_SETS["ban_dq_sq"]
-    banned = D.banned_token_ids(av.tokenizer, chars)
+    chars = generation.BAN_SETS["ban_dq_sq"]
+    banned = generation.banned_token_ids(av.tokenizer, chars)
     handle = quote_biased(av, banned)
     try:
         vecs = vectors(3, seed=2)
         # without the ban the biased model writes quotes
-        free = decode(av, backend(av), scale, vecs, D.Condition("greedy", 0.0, 1, chars), 3)
+        free = decode(
+            av, backend(av), scale, vecs, generation.Condition("greedy", 0.0, 1, chars), 3
+        )
         assert sum(r["leaks"] for r in free) > 0
         assert all(any(ch in r["text"] for ch in chars) for r in free)
 
         generated: list[list[int]] = []
-        for cond in (D.parse_condition("ban_dq_sq"), D.Condition("ban_t1", 1.0, 2, chars)):
+        for cond in (
+            generation.parse_condition("ban_dq_sq"),
+            generation.Condition("ban_t1", 1.0, 2, chars),
+        ):
             engine = backend(av, banned)
             finish = engine._finish
             engine._finish = lambda ids, finish=finish: (generated.append(ids), finish(ids))[1]
@@ -325,7 +342,7 @@ def test_readout_batched_single_and_independent(request, style):
         np.testing.assert_allclose(
             batched[i], manual_readout(fam / "ar", texts[i]), rtol=1e-4, atol=1e-5
         )
-    assert readout(ar, [], progress=False).shape == (0, 64)
+    assert readout(ar, [], batch_size=8, progress=False).shape == (0, 64)
 
 
 # ----------------------------------------------------------------------------- files and CLI
@@ -354,13 +371,11 @@ def run_cli(command: str, **options) -> subprocess.CompletedProcess:
 def shards(tmp_path_factory, qwen_family, gemma_family) -> dict[str, Path]:
     """An eval corpus shard of 8 pydoc documents; qwen (primary) and gemma (aligned to qwen's
     char_ends) activation shards at K=2."""
-    from nlaprobe.config import validate_section
-    from nlaprobe.corpus import build_corpus_shard
+    from nlaprobe.corpus import CorpusParams, build_corpus_shard
     from nlaprobe.extract import ExtractParams, extract_shard
 
     root = tmp_path_factory.mktemp("decode_score")
-    corpus = validate_section(
-        "corpus",
+    corpus = CorpusParams.from_json(
         {
             "source": "builtin",
             "dataset": "pydoc",
@@ -371,14 +386,15 @@ def shards(tmp_path_factory, qwen_family, gemma_family) -> dict[str, Path]:
     )
     paths = {"corpus": root / "corpus.parquet"}
     assert build_corpus_shard(corpus, "eval", 0, paths["corpus"]) == 8
-    params = ExtractParams(layers=(K,), positions_per_doc=2, min_position=5, max_length=256)
+    sampling = {"positions_per_doc": 2, "min_position": 5, "max_length": 256}
+    params = ExtractParams.from_json({"layers": [K], **sampling})
     paths["qwen"] = root / "act-qwen.parquet"
     paths["positions"] = root / "positions.parquet"
     extract_shard(
         source(qwen_family / "base", "base"),
         paths["corpus"],
         paths["qwen"],
-        ExtractParams(layers=(K, K - 1), positions_per_doc=2, min_position=5, max_length=256),
+        ExtractParams.from_json({"layers": [K, K - 1], **sampling}),
         positions_out=paths["positions"],
     )
     paths["gemma"] = root / "act-gemma.parquet"
@@ -430,8 +446,8 @@ def test_cli_decode_and_score_qwen(shards, qwen_family, tmp_path):
     assert [r["position"] for r in rows] == act.column(C.COL_POSITION).to_pylist()
     assert all(r["sample"] == 0 and r["error"] is None and r["leaks"] == 0 for r in rows)
     assert all(0 < r["n_tokens"] <= 8 and r["finish_reason"] in ("stop", "length") for r in rows)
-    assert all(r["explanation"] == D.extract_explanation(r["text"]) for r in rows)
-    meta = table_meta(table, D.DECODE_META_KEY)
+    assert all(r["explanation"] == generation.extract_explanation(r["text"]) for r in rows)
+    meta = table_meta(table, DECODE_META_KEY)
     assert meta["condition"]["name"] == "greedy" and meta["summary"]["n_rows"] == n
     assert meta["summary"]["n_tag_failures"] == sum(r["explanation"] is None for r in rows)
 
@@ -476,9 +492,11 @@ def test_cli_cross_route_gemma_av_to_qwen_ar(shards, gemma_family, qwen_family, 
     assert main(decode_args) == 0
     dt = pq.read_table(dec)
     assert dt.column_names == DECODE_COLUMNS and dt.num_rows == g.num_rows
-    summary = table_meta(dt, D.DECODE_META_KEY)["summary"]
+    summary = table_meta(dt, DECODE_META_KEY)["summary"]
     tok = load_av(source(gemma_family / "av", "av"), load_model=False).tokenizer
-    assert summary["n_banned_tokens"] == len(D.banned_token_ids(tok, D.BAN_SETS["ban_dq_sq"]))
+    assert summary["n_banned_tokens"] == len(
+        generation.banned_token_ids(tok, generation.BAN_SETS["ban_dq_sq"])
+    )
     assert summary["n_leaks"] == 0 and summary["n_rows"] == g.num_rows
 
     out = tmp_path / "cross.parquet"
@@ -503,17 +521,18 @@ def test_decode_shard_adjacent_layer(shards, qwen_family, tmp_path):
 
     src = source(qwen_family / "av", "av")
     out = tmp_path / "L1.parquet"
-    cond = D.parse_condition(f"greedy_L{K - 1}")
-    summary = D.decode_shard(src, shards["qwen"], out, cond, seed=42, max_new_tokens=4)
+    cond = generation.parse_condition(f"greedy_L{K - 1}")
+    params = D.DecodeParams.from_json({"seed": 42, "max_new_tokens": 4})
+    summary = D.decode_shard(src, shards["qwen"], out, cond, params)
     table = pq.read_table(out)
     assert summary["n_rows"] == table.num_rows == 16
-    assert table_meta(table, D.DECODE_META_KEY)["condition"]["layer_column"] == C.layer_column(1)
+    assert table_meta(table, DECODE_META_KEY)["condition"]["layer_column"] == C.layer_column(1)
 
     act = pq.read_table(shards["qwen"])
     av = load_av(src)
-    rows = D.decode_rows(
+    rows = generation.decode_rows(
         backend(av, max_new_tokens=4),
-        D.prompt_token_embeds(av.model, av.prompt_ids),
+        forward.prompt_token_embeds(av.model, av.prompt_ids),
         av.marker_pos,
         av.meta.injection_scale,
         vectors_from_column(act, C.layer_column(1)),
@@ -528,7 +547,9 @@ def test_decode_shard_adjacent_layer(shards, qwen_family, tmp_path):
 
     missing = tmp_path / "L0.parquet"
     with pytest.raises(DataError) as err:
-        D.decode_shard(src, shards["qwen"], missing, D.parse_condition("greedy_L0"), seed=42)
+        D.decode_shard(
+            src, shards["qwen"], missing, generation.parse_condition("greedy_L0"), params
+        )
     assert C.layer_column(0) in str(err.value) and str(shards["qwen"]) in str(err.value)
     assert not missing.exists()
 
@@ -551,7 +572,7 @@ def test_score_shard_on_handmade_decodes(shards, qwen_family, tmp_path):
             "doc_id": doc_ids[i],
             "position": 50 + i,
             "sample": 0,
-            "seed": D.sample_seed(42, doc_ids[i], 50 + i, 0),
+            "seed": generation.sample_seed(42, doc_ids[i], 50 + i, 0),
             "text": None if errors[i] else f"<explanation>{expl[i]}</explanation>",
             "explanation": expl[i],
             "n_tokens": 0 if errors[i] else 5,
@@ -565,7 +586,12 @@ def test_score_shard_on_handmade_decodes(shards, qwen_family, tmp_path):
     write_table(dec, D.decode_table(rows, {"condition": {"name": "greedy"}}))
     out = tmp_path / "scores.parquet"
     summary = score_shard(
-        source(qwen_family / "ar", "ar"), str(dec), str(shards["qwen"]), str(out), batch_size=4
+        source(qwen_family / "ar", "ar"),
+        str(dec),
+        str(shards["qwen"]),
+        str(out),
+        ScoreParams.from_json({"batch_size": 4}),
+        variant="full",
     )
     assert summary == {"n_rows": n, "n_scored": n - 3, "n_tag_failures": 2, "n_decode_errors": 1}
 
@@ -660,9 +686,8 @@ def test_decode_shard_records_bad_vectors_per_row(shards, qwen_family, tmp_path)
         source(qwen_family / "av", "av"),
         bad,
         out,
-        D.parse_condition("greedy"),
-        seed=42,
-        max_new_tokens=4,
+        generation.parse_condition("greedy"),
+        D.DecodeParams.from_json({"seed": 42, "max_new_tokens": 4}),
     )
     table = pq.read_table(out)
     errors = table.column("error").to_pylist()

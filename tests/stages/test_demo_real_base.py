@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from nlaprobe.checkpoints import load_ar, load_av, read_sidecar, resolve_source
-from nlaprobe.demo import build_demo
+from nlaprobe.checkpoints import read_sidecar, resolve_source
+from nlaprobe.demo import DemoParams, build_demo
 from nlaprobe.errors import ConfigError
+from nlaprobe.models.loading import load_ar, load_av
 from nlaprobe.plan import Plan
 
 LAYER = 1
@@ -26,14 +27,16 @@ TRAIN = {
 }
 
 
-def params(entry: dict, style: str = "qwen") -> dict:
-    return {
-        "layer": LAYER,
-        "held_out": [[0, 380]],  # train on the last few documents only: seconds
-        "seed": 0,
-        "base_models": {style: entry},
-        "train": TRAIN,
-    }
+def params(entry: dict, style: str = "qwen", layer: int = LAYER) -> DemoParams:
+    return DemoParams.from_json(
+        {
+            "layer": layer,
+            "held_out": [[0, 380]],  # train on the last few documents only: seconds
+            "seed": 0,
+            "base_models": {style: entry},
+            "train": TRAIN,
+        }
+    )
 
 
 def weights(path: Path, role: str) -> dict[str, torch.Tensor]:
@@ -94,8 +97,7 @@ def test_demo_base_whose_tokenizer_lacks_the_marker(tmp_path, base_dir):
 
 
 def test_demo_base_layer_out_of_range(tmp_path, base_dir):
-    p = params({"path": str(base_dir), "dtype": "float32"})
-    p["layer"] = 99
+    p = params({"path": str(base_dir), "dtype": "float32"}, layer=99)
     with pytest.raises(ConfigError, match="layer 99 out of range"):
         build_demo("qwen", tmp_path / "demo", p)
 

@@ -20,11 +20,13 @@ import yaml
 
 from nlaprobe import cli
 from nlaprobe import constants as C
-from nlaprobe.checkpoints import load_causal_lm, load_tokenizer, resolve_source
-from nlaprobe.corpus import CORPUS_SCHEMA, Document, pydoc_documents, read_corpus_shard
+from nlaprobe.checkpoints import resolve_source
+from nlaprobe.documents import CORPUS_SCHEMA, Document, pydoc_documents, read_corpus_shard
 from nlaprobe.errors import DataError
-from nlaprobe.extract import ExtractParams, extract, positions_table, sidecar_path
+from nlaprobe.extract import ExtractParams, positions_table, sidecar_path
 from nlaprobe.io import read_table, vectors_from_column, vectors_to_arrow, write_table
+from nlaprobe.models.activations import extract
+from nlaprobe.models.loading import load_causal_lm, load_tokenizer
 from nlaprobe.sampling import doc_id_for
 
 FAMILIES = ("qwen", "gemma")
@@ -36,26 +38,22 @@ K_PER_DOC = 4
 MIN_POSITION = 16
 MAX_LENGTH = 128
 SHORT_TEXT = "Too short to sample from."
-PARAMS = ExtractParams(
-    layers=LAYERS,
-    seed=SEED,
-    positions_per_doc=K_PER_DOC,
-    min_position=MIN_POSITION,
-    max_length=MAX_LENGTH,
-    batch_size=8,
-)
 
 
 def params(**over) -> ExtractParams:
     base = {
-        "layers": LAYERS,
+        "layers": list(LAYERS),
         "seed": SEED,
         "positions_per_doc": K_PER_DOC,
         "min_position": MIN_POSITION,
         "max_length": MAX_LENGTH,
         "batch_size": 8,
     }
-    return ExtractParams(**{**base, **over})
+    raw = {**base, **over}
+    return ExtractParams.from_json({**raw, "layers": list(raw["layers"])}, source="test parameters")
+
+
+PARAMS = params()
 
 
 def params_json(**over) -> str:
@@ -361,7 +359,7 @@ def test_vectors_match_an_independent_forward(loaded, docs, primary, aligned, fa
 def test_one_forward_equals_one_forward_per_layer(loaded, docs, primary, fam):
     multi = primary[fam]
     for layer in LAYERS:
-        single = extract(*loaded[fam], docs, params(layers=(layer,))).table
+        single = extract(*loaded[fam], docs, params(layers=[layer])).table
         assert column(single, C.COL_DOC_ID) == column(multi, C.COL_DOC_ID)
         assert column(single, C.COL_POSITION) == column(multi, C.COL_POSITION)
         assert set(column(single, C.COL_LAYER)) == {layer}
@@ -386,7 +384,7 @@ def test_batch_size_does_not_change_results(loaded, docs, primary, fam):
 
 def test_primary_layer_order_decides_the_main_column(loaded, docs, primary):
     """`layers[0]` is K (activation_vector); the others get their own columns."""
-    table = extract(*loaded["qwen"], docs, params(layers=(1, 2))).table
+    table = extract(*loaded["qwen"], docs, params(layers=[1, 2])).table
     assert set(column(table, C.COL_LAYER)) == {1}
     assert C.layer_column(2) in table.column_names
     assert C.layer_column(1) not in table.column_names

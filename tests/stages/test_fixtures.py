@@ -286,7 +286,7 @@ def test_legacy_sidecars_use_the_older_keys(legacy_family):
 def test_embedding_module_scale_matches_embed_scale(request, name, part, factor):
     from transformers import AutoModelForCausalLM
 
-    from nlaprobe.checkpoints import embed_scale
+    from nlaprobe.models.architecture import embed_scale
 
     path = request.getfixturevalue(name) / part
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()

@@ -110,13 +110,12 @@ def score_columns(rows: list[int]) -> dict:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, qwen_family) -> World:
-    from nlaprobe.config import validate_section
-    from nlaprobe.corpus import build_corpus_shard
+    from nlaprobe.corpus import CorpusParams, build_corpus_shard
 
     root = tmp_path_factory.mktemp("hostile")
     corpus = root / "corpus.parquet"
     build_corpus_shard(
-        validate_section("corpus", {"shard_docs": 2, "splits": {"eval": {"stop": 2}}}),
+        CorpusParams.from_json({"shard_docs": 2, "splits": {"eval": {"stop": 2}}}),
         "eval",
         0,
         corpus,

@@ -334,7 +334,7 @@ def test_ridge_cli_writes_json_and_npz(tmp_path):
 def test_ridge_cli_bad_params_exit_2_naming_the_field(tmp_path):
     pairs = write_pairs(tmp_path, noise=0.0)
     out = tmp_path / "results" / "ridge"
-    params = {k: v for k, v in PARAMS.items() if k != "alphas"}
+    params = {**PARAMS, "alphas": [0.1, -1.0]}
     proc = nlaprobe(*ridge_args(pairs, out, 40, params))
     assert proc.returncode == 2
     assert "alphas" in proc.stderr and "--params" in proc.stderr

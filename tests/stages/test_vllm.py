@@ -26,9 +26,12 @@ import torch
 
 from nlaprobe import decode as D
 from nlaprobe.aggregates.core import fidelity, load_scored
-from nlaprobe.checkpoints import load_av, resolve_source
+from nlaprobe.checkpoints import resolve_source
+from nlaprobe.constants import DECODE_META_KEY
 from nlaprobe.io import read_table, table_meta, write_table
-from nlaprobe.score import score_shard
+from nlaprobe.models import backends, forward, generation
+from nlaprobe.models.loading import load_av
+from nlaprobe.score import ScoreParams, score_shard
 
 if os.environ.get("NLAPROBE_REQUIRE_VLLM") == "1":
     import vllm  # noqa: F401  (`make test` installs it: a missing engine is a failure, not a skip)
@@ -49,19 +52,26 @@ def entry(path: Path) -> dict:
     return {"path": str(path), "dtype": "float32"}
 
 
-def decode(fams, style, backend, cond_name, out, acts=None, **kw):
+def decode(fams, style, backend, cond_name, out, acts=None):
     fam = fams[style]
-    cond = D.parse_condition(cond_name, n_samples=N_SAMPLES)
+    params = D.DecodeParams.from_json(
+        {
+            "seed": SEED,
+            "max_new_tokens": MAX_NEW,
+            "batch_size": 64,
+            "n_samples": N_SAMPLES,
+            "backend": backend,
+        }
+    )
+    cond = generation.parse_condition(
+        cond_name, n_samples=params.n_samples, temperature=params.temperature
+    )
     summary = D.decode_shard(
         resolve_source(entry(fam["family"] / "av"), "av"),
         str(acts or fam["acts"]),
         str(out),
         cond,
-        seed=SEED,
-        max_new_tokens=MAX_NEW,
-        batch_size=64,
-        backend=backend,
-        **kw,
+        params,
     )
     return summary, pq.read_table(out).to_pylist()
 
@@ -81,7 +91,7 @@ def runs(trained_families, tmp_path_factory):
                     *decode(trained_families, style, backend, cond, path),
                 )
     yield out
-    D.release_engines()
+    backends.release_engines()
 
 
 def texts(rows):
@@ -98,24 +108,20 @@ def divergence_gaps(fam: dict, rows: list[int]) -> list[float]:
     vectors = np.asarray(
         read_table(fam["acts"], ["activation_vector"]).column(0).to_pylist(), np.float32
     )[rows]
-    embeds = D.build_prompt_embeds(
-        D.prompt_token_embeds(av.model, av.prompt_ids),
+    embeds = forward.build_prompt_embeds(
+        forward.prompt_token_embeds(av.model, av.prompt_ids),
         av.marker_pos,
         vectors,
         av.meta.injection_scale,
     ).embeds
-    settings = D.DecodeSettings(max_new_tokens=MAX_NEW, stop_token_ids=tuple(av.stop_token_ids))
-    engine = D.VLLMBackend(
-        str(av.directory),
-        av.tokenizer,
-        settings,
-        dtype="float32",
-        max_model_len=len(av.prompt_ids) + MAX_NEW,
+    settings = backends.DecodeSettings(
+        max_new_tokens=MAX_NEW, stop_token_ids=tuple(av.stop_token_ids)
     )
+    engine = backends.VLLMBackend(av, settings)
     params = SamplingParams(temperature=0.0, max_tokens=MAX_NEW, detokenize=False)
     vllm_ids = [
         list(o.outputs[0].token_ids)
-        for o in engine.llm.generate(D.vllm_prompts(embeds), params, use_tqdm=False)
+        for o in engine.llm.generate(backends.vllm_prompts(embeds), params, use_tqdm=False)
     ]
     emb = av.model.get_input_embeddings()
     gaps = []
@@ -168,7 +174,7 @@ def test_greedy_parity(runs, trained_families, style):
     # the AVs write tags (the comparison is about explanations, not empty strings)
     assert sum(r["explanation"] is not None for r in vl) >= 0.5 * len(vl)
     assert (
-        table_meta(pq.read_table(runs[style, "vllm", "greedy"][0]), D.DECODE_META_KEY)["backend"]
+        table_meta(pq.read_table(runs[style, "vllm", "greedy"][0]), DECODE_META_KEY)["backend"]
         == "vllm"
     )
 
@@ -198,7 +204,14 @@ def test_fve_own_within_each_others_interval(runs, trained_families, tmp_path, s
     out = {}
     for backend in ("hf", "vllm"):
         path = tmp_path / f"{backend}-scores.parquet"
-        score_shard(ar, str(runs[style, backend, "greedy"][0]), str(fam["acts"]), str(path))
+        score_shard(
+            ar,
+            str(runs[style, backend, "greedy"][0]),
+            str(fam["acts"]),
+            str(path),
+            ScoreParams.from_json({}),
+            variant="full",
+        )
         s = load_scored([str(path)], [str(fam["acts"])])
         out[backend] = fidelity(s, train_var=None, n_boot=N_BOOT, seed=0, alpha=0.05)
     hf, vl = out["hf"]["fve_own"], out["vllm"]["fve_own"]
@@ -219,7 +232,7 @@ def test_bans_zero_leaks_same_count(runs, style):
     _, vl_sum, vl = runs[style, "vllm", "ban_dq_sq"]
     assert vl_sum["n_banned_tokens"] == hf_sum["n_banned_tokens"] > 0
     assert vl_sum["n_leaks"] == 0 == hf_sum["n_leaks"]
-    chars = set(D.BAN_SETS["ban_dq_sq"])
+    chars = set(generation.BAN_SETS["ban_dq_sq"])
     assert not any(chars & set(r["text"] or "") for r in vl)
     # the ban bites: unbanned, these AVs quote
     _, _, greedy = runs[style, "vllm", "greedy"]
@@ -250,22 +263,20 @@ def test_thousands_of_banned_ids(big_vocab_av):
     base = av.prompt_embeds_from_weights()
 
     def greedy(banned: tuple[int, ...]) -> list[list[int]]:
-        settings = D.DecodeSettings(
+        settings = backends.DecodeSettings(
             max_new_tokens=16, stop_token_ids=tuple(av.stop_token_ids), banned_ids=banned
         )
-        engine = D.VLLMBackend(
-            str(av.directory), av.tokenizer, settings, dtype="float32", max_model_len=64
-        )
+        engine = backends.VLLMBackend(av, settings)
         ids = []
-        original = D.finish_generation
+        original = backends.finish_generation
 
         def keep(tok, token_ids, stops):
             ids.append(list(token_ids))
             return original(tok, token_ids, stops)
 
-        D.finish_generation = keep
+        backends.finish_generation = keep
         try:
-            D.decode_rows(
+            generation.decode_rows(
                 engine,
                 base,
                 av.marker_pos,
@@ -273,13 +284,13 @@ def test_thousands_of_banned_ids(big_vocab_av):
                 vectors,
                 [f"d:{i}" for i in range(16)],
                 [50] * 16,
-                D.parse_condition("greedy"),
+                generation.parse_condition("greedy"),
                 SEED,
                 16,
                 progress=False,
             )
         finally:
-            D.finish_generation = original
+            backends.finish_generation = original
         return ids
 
     free = greedy(())
@@ -287,7 +298,7 @@ def test_thousands_of_banned_ids(big_vocab_av):
     # ids the model may fall back on once its favourite is banned too: the stop ids, 256 more
     allowed = used | set(av.stop_token_ids) | set(range(256, 512))
     banned = tuple(i for i in range(av.vocab_size) if i not in allowed)
-    assert len(banned) > D.VLLM_V2_MAX_LOGIT_BIAS
+    assert len(banned) > backends.VLLM_V2_MAX_LOGIT_BIAS
     assert greedy(banned) == free
     top = max(used, key=lambda t: sum(ids.count(t) for ids in free))
     again = greedy((*banned, top))
@@ -375,4 +386,4 @@ def test_cli_in_a_fresh_process(runs, trained_families, tmp_path, style="qwen"):
     cli = pq.read_table(out).to_pylist()
     keys = {(r["doc_id"], r["position"]) for r in cli}
     assert sample_key(cli) == sample_key([r for r in here if (r["doc_id"], r["position"]) in keys])
-    assert table_meta(pq.read_table(out), D.DECODE_META_KEY)["backend"] == "vllm"
+    assert table_meta(pq.read_table(out), DECODE_META_KEY)["backend"] == "vllm"

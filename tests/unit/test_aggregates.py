@@ -1,9 +1,9 @@
 """The aggregate registry (nlaprobe.aggregates): nothing to keep in sync by hand, a toy aggregate
-is one module and no other edit, and the package's import graph has no cycle."""
+is one module and no other edit, and planning stays light (the import graph's rules:
+tests/unit/test_layering.py)."""
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import re
@@ -325,92 +325,6 @@ def test_adding_a_toy_aggregate_is_one_new_module(tmp_path):
     )
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == "toy_count", proc.stderr
-
-
-# ----------------------------------------------------------------------------- import graph
-
-
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(PKG.parent).with_suffix("").parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-MODULES = {module_name(p): p for p in PKG.rglob("*.py")}
-
-
-def imports_of(path: Path) -> set[str]:
-    """The package modules a module imports, at any depth (functions too), except under
-    `if TYPE_CHECKING:` (never executed)."""
-    found: set[str] = set()
-
-    def visit(node: ast.AST) -> None:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
-                for c in child.orelse:
-                    visit(c)
-                continue
-            if isinstance(child, ast.Import):
-                found.update(a.name for a in child.names)
-            elif isinstance(child, ast.ImportFrom) and child.module and child.level == 0:
-                for a in child.names:
-                    full = f"{child.module}.{a.name}"
-                    found.add(full if full in MODULES else child.module)
-            visit(child)
-
-    visit(ast.parse(path.read_text(encoding="utf-8")))
-    return {m for m in found if m in MODULES}
-
-
-def import_graph() -> dict[str, set[str]]:
-    graph = {m: imports_of(p) for m, p in MODULES.items()}
-    # the registry imports its aggregate modules by listing the package (importlib)
-    aggregate_modules = {f"nlaprobe.aggregates.{n}" for n in AG.names()}
-    graph["nlaprobe.aggregates"] |= aggregate_modules
-    return graph
-
-
-def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def dfs(m: str) -> list[str] | None:
-        state[m] = 1
-        stack.append(m)
-        for d in sorted(graph.get(m, ())):
-            if state.get(d) == 1:
-                return stack[stack.index(d) :] + [d]
-            if d not in state and (cycle := dfs(d)):
-                return cycle
-        stack.pop()
-        state[m] = 2
-        return None
-
-    for m in sorted(graph):
-        if m not in state and (cycle := dfs(m)):
-            return cycle
-    return None
-
-
-def test_the_graph_check_finds_a_cycle():
-    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
-    assert find_cycle({"a": {"b"}, "b": set()}) is None
-
-
-def test_no_import_cycle_among_the_package_modules():
-    graph = import_graph()
-    assert "nlaprobe.aggregates.transfer_matrix" in graph["nlaprobe.aggregates"]
-    assert find_cycle(graph) is None
-
-
-def test_the_core_imports_no_aggregate_and_the_aggregates_no_stage():
-    graph = import_graph()
-    aggregate_modules = {f"nlaprobe.aggregates.{n}" for n in AG.names()}
-    assert not graph["nlaprobe.aggregates.core"] & (
-        aggregate_modules | {"nlaprobe.aggregates", "nlaprobe.aggregates.stage", "nlaprobe.plan"}
-    )
-    for m in aggregate_modules:
-        assert "nlaprobe.aggregates.stage" not in graph[m] and "nlaprobe.plan" not in graph[m]
-    assert "nlaprobe.aggregate" not in MODULES and "nlaprobe.experiments" not in MODULES
 
 
 def test_planning_imports_neither_torch_nor_matplotlib():

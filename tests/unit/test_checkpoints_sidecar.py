@@ -9,15 +9,9 @@ import math
 import pytest
 import torch
 
-from nlaprobe.checkpoints import (
-    decoder_blocks,
-    decoder_stack,
-    embed_scale,
-    get_text_config,
-    is_gemma,
-    parse_sidecar,
-)
+from nlaprobe.checkpoints import get_text_config, parse_sidecar
 from nlaprobe.errors import CheckpointError, SidecarError
+from nlaprobe.models.architecture import decoder_blocks, decoder_stack, embed_scale, is_gemma
 
 WHERE = "ckpt/nla_meta.yaml"
 AV_T = "Explain <c>{injection_char}</c> please."

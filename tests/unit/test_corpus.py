@@ -7,6 +7,7 @@ import random
 import pytest
 
 from nlaprobe import corpus as C
+from nlaprobe import documents
 from nlaprobe.errors import ConfigError, DataError
 from nlaprobe.sampling import doc_id_for
 
@@ -112,12 +113,12 @@ def test_doc_id_format_matches_spec_example():
 
 
 def test_pydoc_corpus_is_large_and_prose():
-    docs = C.pydoc_documents()
+    docs = documents.pydoc_documents()
     assert len(docs) >= 300
     texts = [t for _, t in docs]
     assert len(set(texts)) == len(texts)  # no duplicated sections
     for _topic, text in docs:
-        assert len(text.split()) >= C.PYDOC_MIN_WORDS
+        assert len(text.split()) >= documents.PYDOC_MIN_WORDS
         assert "::=" not in text and ">>>" not in text
         assert text == " ".join(text.split())  # whitespace normalised
     assert len({topic for topic, _ in docs}) >= 20
@@ -126,7 +127,7 @@ def test_pydoc_corpus_is_large_and_prose():
 def test_pydoc_documents_deterministic_and_mixed():
     c = cfg()
     a = C.load_documents(c, 0, 50)
-    C.pydoc_documents.cache_clear()
+    documents.pydoc_documents.cache_clear()
     b = C.load_documents(c, 0, 50)
     assert a == b
     assert [d.doc_idx for d in a] == list(range(50))
@@ -146,7 +147,7 @@ def test_pydoc_index_ranges_disjoint():
 
 
 def test_pydoc_range_beyond_corpus():
-    n = len(C.pydoc_documents())
+    n = len(documents.pydoc_documents())
     with pytest.raises(DataError, match=rf"only {n} exist"):
         C.load_documents(cfg(), n - 5, n + 5)
 

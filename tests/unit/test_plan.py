@@ -1128,17 +1128,17 @@ def test_the_builtin_corpus_is_tagged_by_its_documents(fingerprints, monkeypatch
     and the demo builds (they train on that text) move, whatever the Python version says."""
     import hashlib
 
-    from nlaprobe import corpus, fingerprint
+    from nlaprobe import documents, fingerprint
 
     before = plan_of("default")
     spec = before.cfg["corpus"]
-    docs = corpus.pydoc_documents()
+    docs = documents.pydoc_documents()
     blob = json.dumps(docs, ensure_ascii=False, separators=(",", ":")).encode()
     assert plan_corpus_spec(before)["documents"] == hashlib.sha256(blob).hexdigest()
     assert "python" not in plan_corpus_spec(before) and spec["source"] == "builtin"
 
     changed_docs = ((docs[0][0], docs[0][1] + " A sentence more."), *docs[1:])
-    monkeypatch.setattr(corpus, "pydoc_documents", lambda: changed_docs)
+    monkeypatch.setattr(documents, "pydoc_documents", lambda: changed_docs)
     monkeypatch.setattr(fingerprint, "_caches", {})  # as in a new process on the new Python
     monkeypatch.setenv(fingerprint.CACHE_ENV, str(fingerprints.with_name("other.json")))
     after = plan_of("default")

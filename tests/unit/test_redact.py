@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from nlaprobe import spans
-from nlaprobe.decode import DECODE_META_KEY, decode_table
+from nlaprobe.constants import DECODE_META_KEY
+from nlaprobe.decode import decode_table
 from nlaprobe.errors import ConfigError, DataError
 from nlaprobe.io import read_table, table_meta, write_table
 from nlaprobe.redact import COLUMNS, REDACT_META_KEY, STAT_COLUMNS, redact_shard

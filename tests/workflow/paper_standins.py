@@ -27,8 +27,7 @@ import pyarrow.parquet as pq
 import torch
 
 from nlaprobe import train as T
-from nlaprobe.corpus import Document, pydoc_documents
-from nlaprobe.extract import ExtractParams, extract
+from nlaprobe.documents import Document, pydoc_documents
 from nlaprobe.fixtures import (
     AV_TEMPLATE,
     TinySizes,
@@ -40,6 +39,7 @@ from nlaprobe.fixtures import (
     save_family,
     text_config,
 )
+from nlaprobe.models.activations import Sampling, extract
 
 # the paper's checkpoints: (style, K, base id, AV id, AR id)
 PAPER_FAMILIES = {
@@ -75,7 +75,7 @@ def build_family(style: str, layer: int, out: Path, texts: list[str], steps: int
         base,
         tokenizer,
         docs,
-        ExtractParams(
+        Sampling(
             layers=(layer,),
             seed=0,
             positions_per_doc=8,

@@ -21,8 +21,8 @@ import pytest
 import yaml
 from workflow_common import copy_workflow
 
-from nlaprobe import decode as D
 from nlaprobe.config import read_config_file, validate_config
+from nlaprobe.constants import DECODE_META_KEY
 from nlaprobe.io import table_meta
 from nlaprobe.plan import Plan
 
@@ -121,7 +121,7 @@ def test_vllm_run_builds_the_transfer_matrix(two_runs):
     for fam in plan.families:
         for shard in plan.shards("eval"):
             path = workdir / plan.decode_shard(fam, "greedy", shard)
-            meta = table_meta(pq.read_table(path), D.DECODE_META_KEY)
+            meta = table_meta(pq.read_table(path), DECODE_META_KEY)
             assert meta["backend"] == "vllm"
             assert meta["summary"]["n_errors"] == 0
     data = matrix["data"]

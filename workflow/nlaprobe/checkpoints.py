@@ -1,7 +1,10 @@
-"""Checkpoint loading: sidecars, models, tokenizers and the live checks of SPEC §4.5.
+"""Checkpoints: sources, sidecars, checkpoint files and the live checks of SPEC §4.5.
 
 inputs -> outputs: a checkpoint entry from config ({id | path | demo, revision, dtype,
-trust_remote_code}) -> a loaded model / tokenizer / parsed sidecar (`NlaMeta`).
+trust_remote_code}) -> a `Source` (hub ids resolved to their snapshot folder and commit), a parsed
+sidecar (`NlaMeta`), the checkpoint's stop ids, embedding rows and value head read from its files.
+Turning a source into live models and tokenizers is the models layer's (nlaprobe.models.loading):
+this module never instantiates a model, so its checks run without transformers' model classes.
 
 Invariants:
 - safetensors only, `trust_remote_code=False` unless the entry opts in;
@@ -34,70 +37,17 @@ from nlaprobe.io import read_yaml
 
 log = logging.getLogger(__name__)
 
-GEMMA_MODEL_TYPES = frozenset({"gemma", "gemma2", "gemma3", "gemma3_text"})
 SQRT_D_SENTINEL = "sqrt_d_model"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-# ----------------------------------------------------------------------------- architecture
+# ----------------------------------------------------------------------------- config
 
 
 def get_text_config(config) -> Any:
     """`config.text_config` for multimodal wrappers (Gemma-3 base), else `config` itself."""
     sub = getattr(config, "text_config", None)
     return sub if sub is not None else config
-
-
-def decoder_stack(model) -> torch.nn.Module:
-    """The module that owns `layers` (and `embed_tokens`, `norm`) of a decoder-only LM.
-
-    Handles `model.model.layers` (CausalLM), `model.layers` (bare decoder) and the Gemma-3
-    multimodal nesting `model.model.language_model.layers` (also `model.language_model.model`).
-    """
-    candidates = [model]
-    seen: set[int] = set()
-    while candidates:
-        m = candidates.pop(0)
-        if id(m) in seen or m is None:
-            continue
-        seen.add(id(m))
-        if isinstance(getattr(m, "layers", None), torch.nn.ModuleList):
-            return m
-        for name in ("model", "language_model", "decoder", "transformer"):
-            child = getattr(m, name, None)
-            if isinstance(child, torch.nn.Module):
-                candidates.append(child)
-    raise CheckpointError(
-        f"cannot locate the decoder blocks of {type(model).__name__}: expected model.layers, "
-        "model.model.layers or model.model.language_model.layers"
-    )
-
-
-def decoder_blocks(model) -> torch.nn.ModuleList:
-    return decoder_stack(model).layers
-
-
-def is_gemma(config) -> bool:
-    return getattr(config, "model_type", None) in GEMMA_MODEL_TYPES or (
-        getattr(get_text_config(config), "model_type", None) in GEMMA_MODEL_TYPES
-    )
-
-
-def embed_scale(config) -> float:
-    """The factor the model's embedding module applies to raw embedding rows (√d for Gemma)."""
-    if is_gemma(config):
-        return math.sqrt(get_text_config(config).hidden_size)
-    return 1.0
-
-
-def check_layer(model_or_config, layer: int, where: str) -> int:
-    cfg = getattr(model_or_config, "config", model_or_config)
-    n = get_text_config(cfg).num_hidden_layers
-    if not 0 <= layer < n:
-        raise CheckpointError(
-            f"{where}: layer {layer} out of range: the model has {n} blocks (0..{n - 1})"
-        )
-    return n
 
 
 # ----------------------------------------------------------------------------- sidecar
@@ -410,7 +360,7 @@ def check_model_config(nla: NlaMeta, config) -> None:
         )
 
 
-# ----------------------------------------------------------------------------- loading
+# ----------------------------------------------------------------------------- sources and files
 
 
 @dataclass(frozen=True)
@@ -460,7 +410,7 @@ def resolve_source(entry: dict, role: str, demo_root: str | os.PathLike | None =
     raise CheckpointError(f"checkpoint entry {show(entry)}: give exactly one of id, path, demo")
 
 
-def _pretrained_kwargs(src: Source) -> dict:
+def pretrained_kwargs(src: Source) -> dict:
     kw: dict = {"trust_remote_code": src.trust_remote_code}
     if not src.local:
         kw["revision"] = src.revision
@@ -468,7 +418,7 @@ def _pretrained_kwargs(src: Source) -> dict:
 
 
 @contextmanager
-def _load_errors(src: Source, what: str):
+def load_errors(src: Source, what: str):
     """Turn from_pretrained / snapshot_download failures (missing files, a repo or revision not
     in the cache, offline mode, a bad repo id) into a CheckpointError naming id and revision."""
     from huggingface_hub.errors import EntryNotFoundError, HFValidationError
@@ -480,19 +430,19 @@ def _load_errors(src: Source, what: str):
         raise CheckpointError(f"{at}: cannot load the {what}: {type(e).__name__}: {e}") from e
 
 
-def _check_local(src: Source) -> None:
+def check_local(src: Source) -> None:
     if src.local and not Path(src.name).is_dir():
         raise CheckpointError(f"{src.name}: checkpoint directory not found")
 
 
 def local_dir(src: Source) -> Path:
     """The directory holding the checkpoint files (downloads / resolves hub ids via the cache)."""
-    _check_local(src)
+    check_local(src)
     if src.local:
         return Path(src.name)
     from huggingface_hub import snapshot_download
 
-    with _load_errors(src, "checkpoint files"):
+    with load_errors(src, "checkpoint files"):
         return Path(
             snapshot_download(
                 src.name,
@@ -541,84 +491,6 @@ def resolve_snapshot(src: Source) -> Source:
             f"{commit or directory}"
         )
     return replace(src, name=str(directory), local=True, hub_id=src.name, commit=commit)
-
-
-def load_tokenizer(src: Source):
-    from transformers import AutoTokenizer
-
-    _check_local(src)
-    with _load_errors(src, "tokenizer"):
-        return AutoTokenizer.from_pretrained(src.name, **_pretrained_kwargs(src))
-
-
-def load_config(src: Source):
-    from transformers import AutoConfig
-
-    _check_local(src)
-    with _load_errors(src, "config"):
-        return AutoConfig.from_pretrained(src.name, **_pretrained_kwargs(src))
-
-
-def load_causal_lm(
-    src: Source, device: str | torch.device = "cpu", *, device_map: str | None = None
-):
-    """A causal LM (for the base model: the multimodal Gemma-3 wrapper loads as it is).
-    `device_map="auto"` on a CUDA device lets transformers (accelerate) spread the layers over
-    every visible GPU (the job's leased ones) instead of moving the model to `device`; on the
-    CPU it is ignored."""
-    from transformers import AutoModelForCausalLM
-
-    _check_local(src)
-    spread = device_map == "auto" and str(device).startswith("cuda")
-    if device_map is not None and not spread:
-        log.info("device_map %r ignored on device %s: the model loads whole", device_map, device)
-    with _load_errors(src, "model weights"):
-        model = AutoModelForCausalLM.from_pretrained(
-            src.name,
-            dtype=src.dtype,
-            use_safetensors=True,
-            **({"device_map": "auto"} if spread else {}),
-            **_pretrained_kwargs(src),
-        )
-    return (model if spread else model.to(device)).eval()
-
-
-@dataclass
-class LoadedAV:
-    model: Any  # None when loaded for an external engine (vLLM)
-    tokenizer: Any
-    meta: NlaMeta
-    prompt_ids: list[int]
-    marker_pos: int
-    directory: Path
-    config: Any
-    stop_token_ids: list[int]
-    source: Source  # as loaded: hub ids resolved to their snapshot and commit
-
-    def prompt_embeds_from_weights(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """[T, d] fp32 prompt embeddings read straight from the checkpoint's embedding rows
-        (times √d for Gemma), for engines that do not run the HF model (vLLM).
-
-        `dtype` is the dtype the model is loaded in: the rows are cast to it and multiplied by
-        the scale cast to it, as HF's scaled embedding module does (Gemma's √d rounded to bf16
-        in a bf16 model), so both backends see the same numbers."""
-        rows = embedding_rows(self.directory, self.prompt_ids).to(dtype)
-        scale = torch.tensor(embed_scale(self.config), dtype=dtype)
-        return (rows * scale).float()
-
-    @property
-    def vocab_size(self) -> int:
-        """Rows of the model's output layer: ids at or above it can never be generated."""
-        return int(get_text_config(self.config).vocab_size)
-
-
-@dataclass
-class LoadedAR:
-    model: Any  # the decoder stack with K+1 blocks (no norm / lm_head used)
-    tokenizer: Any
-    meta: NlaMeta
-    value_head: torch.Tensor  # [d, d], y = h @ W.T
-    source: Source  # as loaded: hub ids resolved to their snapshot and commit
 
 
 def stop_token_ids(directory: Path, config, tokenizer) -> list[int]:
@@ -672,23 +544,6 @@ def embedding_rows(directory: Path, ids: list[int]) -> torch.Tensor:
     )
 
 
-def load_av(
-    src: Source, device: str | torch.device = "cpu", *, load_model: bool = True
-) -> LoadedAV:
-    src = resolve_snapshot(src)
-    directory = local_dir(src)
-    meta = read_sidecar(directory)
-    if meta.role != "av":
-        raise SidecarError(f"{meta.path}: role is {meta.role!r}; expected an AV ('av' or 'actor')")
-    tokenizer = load_tokenizer(src)
-    config = load_config(src)
-    check_model_config(meta, config)
-    ids, pos = check_av_tokenizer(meta, tokenizer)
-    stops = stop_token_ids(directory, config, tokenizer)
-    model = load_causal_lm(src, device) if load_model else None
-    return LoadedAV(model, tokenizer, meta, ids, pos, directory, config, stops, src)
-
-
 def load_value_head(directory: Path, d_model: int) -> torch.Tensor:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -710,34 +565,3 @@ def load_value_head(directory: Path, d_model: int) -> torch.Tensor:
             f"{path}: {C.VALUE_HEAD_KEY} has shape {tuple(w.shape)}, expected [{d_model}, {d_model}]"
         )
     return w
-
-
-def load_ar(src: Source, device: str | torch.device = "cpu") -> LoadedAR:
-    """Load an AR: the K+1-block decoder (final norm and lm_head weights may be absent) and the
-    value head. Readout = hidden state after block K at the last real token, through the head."""
-    from transformers import AutoModel
-    from transformers.utils import logging as hf_logging
-
-    src = resolve_snapshot(src)
-    directory = local_dir(src)
-    meta = read_sidecar(directory)
-    if meta.role != "ar":
-        raise SidecarError(f"{meta.path}: role is {meta.role!r}; expected an AR ('ar' or 'critic')")
-    tokenizer = load_tokenizer(src)
-    config = load_config(src)
-    check_model_config(meta, config)
-    check_ar_tokenizer(meta, tokenizer)
-    head = load_value_head(directory, meta.d_model)
-    # The release drops the final norm (and has no lm_head): a "newly initialized" warning for
-    # `norm.weight` is expected and harmless because the readout is taken before it.
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        with _load_errors(src, "AR weights"):
-            model = AutoModel.from_pretrained(
-                src.name, dtype=src.dtype, use_safetensors=True, **_pretrained_kwargs(src)
-            )
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    model = model.to(device).eval()
-    return LoadedAR(model, tokenizer, meta, head.to(device), src)

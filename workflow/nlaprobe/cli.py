@@ -71,11 +71,10 @@ def cmd_plan(args) -> int:
 
 
 def cmd_corpus(args) -> int:
-    from nlaprobe.config import validate_section
-    from nlaprobe.corpus import build_corpus_shard
+    from nlaprobe.corpus import CorpusParams, build_corpus_shard
 
-    corpus = validate_section("corpus", _json_arg(args.params, "params"))
-    n = build_corpus_shard(corpus, args.split, args.shard, Path(args.out))
+    params = CorpusParams.from_json(_json_arg(args.params, "params"))
+    n = build_corpus_shard(params, args.split, args.shard, Path(args.out))
     log.info("wrote %d documents to %s", n, args.out)
     return 0
 
@@ -117,7 +116,8 @@ def _source(args, role: str):
 
 
 def cmd_decode(args) -> int:
-    from nlaprobe.decode import DecodeParams, decode_shard, parse_condition
+    from nlaprobe.decode import DecodeParams, decode_shard
+    from nlaprobe.models.generation import parse_condition
 
     p = DecodeParams.from_json(_json_arg(args.params, "params"))
     try:
@@ -129,11 +129,7 @@ def cmd_decode(args) -> int:
         args.activations,
         args.out,
         cond,
-        seed=p.seed,
-        max_new_tokens=p.max_new_tokens,
-        batch_size=p.batch_size,
-        backend=p.backend,
-        tensor_parallel_size=p.tensor_parallel_size,
+        p,
         device=args.device,
         provenance=_json_arg(args.provenance, "provenance") if args.provenance else {},
     )
@@ -149,8 +145,8 @@ def cmd_score(args) -> int:
         args.decodes,
         args.gold,
         args.out,
+        p,
         variant=check_variant(args.variant),
-        batch_size=p.batch_size,
         device=args.device,
         provenance=_json_arg(args.provenance, "provenance") if args.provenance else {},
     )
@@ -253,9 +249,9 @@ def cmd_exec(args) -> int:
 
 
 def cmd_build_demo(args) -> int:
-    from nlaprobe.demo import build_demo
+    from nlaprobe.demo import DemoParams, build_demo
 
-    build_demo(args.style, Path(args.out), _json_arg(args.params, "params"))
+    build_demo(args.style, Path(args.out), DemoParams.from_json(_json_arg(args.params, "params")))
     return 0
 
 

@@ -23,7 +23,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import jsonschema
 import yaml
@@ -627,6 +627,40 @@ def validate_params(
     _raise(lines)
     out.update({key: copy.deepcopy(raw[key]) for key in free if key in raw})
     return out
+
+
+class StageParams:
+    """Base of every stage's `Params` (a frozen dataclass without defaults): `from_json` parses
+    the job's `--params` JSON object, the one path for the CLI and for tests alike. Each field in
+    `FIELDS` follows the schema of the config key it names (`validate_params`); with `SECTION`
+    set, every other key of the object belongs to that config section (`validate_section`, with
+    the section's own checks). Either way a missing value takes the schema's default (the only
+    place defaults live) and an unknown or bad key is a ConfigError naming it; `FREE` keys pass
+    unchecked to `from_values`, which turns the checked values into fields."""
+
+    FIELDS: ClassVar[Mapping[str, str]] = {}
+    SECTION: ClassVar[str | None] = None
+    REQUIRED: ClassVar[tuple[str, ...]] = ()
+    FREE: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_json(cls, raw: Any, source: str = "--params"):
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{source}: expected a JSON object of parameters, {_got(raw)}")
+        own = (*cls.FIELDS, *cls.FREE)
+        values = {}
+        if cls.SECTION is not None:
+            section = {k: v for k, v in raw.items() if k not in own}
+            values = validate_section(cls.SECTION, section, source=source)
+            raw = {k: v for k, v in raw.items() if k in own}
+        values.update(
+            validate_params(raw, cls.FIELDS, source=source, required=cls.REQUIRED, free=cls.FREE)
+        )
+        return cls.from_values(values, source)
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any], source: str):
+        return cls(**values)
 
 
 def validate_checkpoint_entry(data: Any, where: str, *, source: str = "config") -> dict[str, Any]:

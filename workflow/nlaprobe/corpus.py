@@ -23,27 +23,26 @@ Invariants
 
 from __future__ import annotations
 
-import functools
 import glob
 import json
 import logging
 import math
 import os
-import random
 import re
 import sys
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from nlaprobe.config import HUB_ID, corpus_is_hub, is_commit
-from nlaprobe.constants import COL_DOC_ID, COL_DOC_IDX, COL_TEXT, COL_TOPIC, CORPUS_COLUMNS
+from nlaprobe.config import HUB_ID, StageParams, corpus_is_hub, is_commit
+from nlaprobe.constants import COL_DOC_ID, COL_DOC_IDX, COL_TEXT, COL_TOPIC
+from nlaprobe.documents import CORPUS_SCHEMA, Document, pydoc_documents
 from nlaprobe.errors import ConfigError, DataError
-from nlaprobe.io import read_table, write_table
+from nlaprobe.io import write_table
 from nlaprobe.sampling import doc_id_for
 
 logger = logging.getLogger(__name__)
@@ -51,36 +50,31 @@ logger = logging.getLogger(__name__)
 SOURCES = ("builtin", "hf", "parquet", "jsonl")
 BUILTIN_CORPORA = ("pydoc",)
 
-# Built-in pydoc corpus: which paragraphs count as prose, and the fixed shuffle seed.
-PYDOC_MIN_WORDS = 40
-PYDOC_MIN_WORD_SHARE = 0.7
-PYDOC_SHUFFLE_SEED = 12345
-# Lines that belong to grammar productions, doctest sessions, tables or commented code.
-_CODE_LINE = re.compile(r"^\s*(>>>|\.\.\.|\||\+[-=])|::=|\S\s{2,}#\s")
-# A word of prose: letters (with apostrophes/hyphens), optionally quoted, emphasised or
-# followed by punctuation. Identifiers with dots, brackets or operators do not match.
-_PROSE_WORD = re.compile(r"^[\"“(*]*[A-Za-z][A-Za-z'’-]*[\"”)*]*[.,;:!?]?[\"”)]*$")
-_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 PROVENANCE_KEY = b"nlaprobe.corpus"
 
-CORPUS_SCHEMA = pa.schema(
-    [
-        pa.field(COL_DOC_ID, pa.string(), nullable=False),
-        pa.field(COL_DOC_IDX, pa.int64(), nullable=False),
-        pa.field(COL_TEXT, pa.string(), nullable=False),
-        pa.field(COL_TOPIC, pa.string(), nullable=True),
-    ]
-)
-
 
 @dataclass(frozen=True)
-class Document:
-    doc_id: str
-    doc_idx: int
-    text: str
-    topic: str | None = None
+class CorpusParams(StageParams):
+    """The parameters of one corpus job: the `corpus` config section, parsed by `from_json`
+    (nlaprobe.config.StageParams; the section's own checks included)."""
+
+    source: str
+    dataset: str
+    revision: str
+    dataset_config: str | None
+    dataset_split: str
+    text_field: str
+    streaming: bool
+    shard_docs: int
+    splits: dict
+
+    SECTION = "corpus"
+
+    def section(self) -> dict[str, Any]:
+        """The section as the mapping the shard arithmetic reads (as nlaprobe.plan passes it)."""
+        return asdict(self)
 
 
 # --- shard arithmetic -------------------------------------------------------------------------
@@ -221,43 +215,6 @@ def _too_few(
 
 
 # --- source: built-in pydoc -------------------------------------------------------------------
-
-
-def _is_prose(paragraph: str) -> bool:
-    if any(_CODE_LINE.search(line) for line in paragraph.splitlines()):
-        return False
-    words = paragraph.split()
-    if len(words) < PYDOC_MIN_WORDS:
-        return False
-    prose = sum(1 for w in words if _PROSE_WORD.match(w))
-    return prose / len(words) >= PYDOC_MIN_WORD_SHARE
-
-
-@functools.cache
-def pydoc_documents() -> tuple[tuple[str, str], ...]:
-    """The built-in corpus as (topic, text) pairs, in document-index order.
-
-    Paragraphs of `pydoc_data.topics.topics` that read as prose (>= 40 words, no grammar,
-    doctest or table lines, mostly plain words), whitespace-normalised, de-duplicated (several
-    topics share sections; the first by (topic, paragraph index) is kept), then shuffled with a
-    fixed seed so that any index range mixes topics.
-    """
-    from pydoc_data.topics import topics
-
-    seen: set[str] = set()
-    docs: list[tuple[str, str]] = []
-    for topic in sorted(topics):
-        for paragraph in _PARAGRAPH_BREAK.split(topics[topic]):
-            if not _is_prose(paragraph):
-                continue
-            text = " ".join(paragraph.split())
-            if text in seen:
-                continue
-            seen.add(text)
-            docs.append((topic, text))
-    random.Random(PYDOC_SHUFFLE_SEED).shuffle(docs)
-    logger.debug("built-in pydoc corpus: %d documents", len(docs))
-    return tuple(docs)
 
 
 def _load_builtin(corpus: Mapping[str, Any], start: int, stop: int) -> list[Document]:
@@ -559,7 +516,7 @@ def _provenance(
 
 
 def build_corpus_shard(
-    corpus: Mapping[str, Any],
+    params: CorpusParams,
     split: str,
     shard: int,
     out: str | os.PathLike,
@@ -570,6 +527,7 @@ def build_corpus_shard(
 
     On any error nothing is written at `out`.
     """
+    corpus = params.section()
     start, stop = shard_range(corpus, split, shard)
     logger.info(
         "corpus %s split %s shard %d: documents [%d, %d)",
@@ -598,30 +556,3 @@ def build_corpus_shard(
     write_table(out, table)
     logger.info("wrote %d documents to %s", len(docs), out)
     return len(docs)
-
-
-def read_corpus_shard(path: str | os.PathLike) -> list[Document]:
-    """Documents of a corpus shard; DataError on a missing/corrupt file, column or value."""
-    table = read_table(path, columns=CORPUS_COLUMNS)
-    topics = (
-        table.column(COL_TOPIC).to_pylist()
-        if COL_TOPIC in table.column_names
-        else [None] * table.num_rows
-    )
-    docs = []
-    for row, (doc_id, doc_idx, text, topic) in enumerate(
-        zip(
-            table.column(COL_DOC_ID).to_pylist(),
-            table.column(COL_DOC_IDX).to_pylist(),
-            table.column(COL_TEXT).to_pylist(),
-            topics,
-            strict=True,
-        )
-    ):
-        if not isinstance(doc_id, str) or not isinstance(doc_idx, int) or not isinstance(text, str):
-            raise DataError(
-                f"{path}: row {row} has doc_id={doc_id!r}, doc_idx={doc_idx!r}, text of type "
-                f"{type(text).__name__}; expected string, integer, string"
-            )
-        docs.append(Document(doc_id, doc_idx, text, topic))
-    return docs

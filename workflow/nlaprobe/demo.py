@@ -1,9 +1,10 @@
 """The embedded default's models: tiny NLA families trained offline on the CPU from text that
 ships with Python.
 
-inputs -> outputs: a style (`qwen` | `gemma`) and the demo parameters (the `demo` config section,
-the family's layer K and the evaluation documents to hold out) -> `<out>/{base,av,ar}` in the
-release layout (nlaprobe.fixtures), trained by nlaprobe.train. With `base_models.<style>` (a
+inputs -> outputs: a style (`qwen` | `gemma`) and `DemoParams` (the `demo` config section, the
+family's layer K and the evaluation documents to hold out) -> `<out>/{base,av,ar}` in the
+release layout (nlaprobe.fixtures), trained by the nlaprobe.train library, with its rows read
+and its AR-mix explanations written by the models layer (nlaprobe.models). With `base_models.<style>` (a
 checkpoint entry) the build starts from that real base model and its tokenizer instead of a tiny
 pretrained one (`load_real_base`).
 
@@ -19,14 +20,18 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from nlaprobe.checkpoints import decoder_stack
-from nlaprobe.corpus import Document, pydoc_documents
-from nlaprobe.errors import ConfigError
+from nlaprobe import train as T
+from nlaprobe.checkpoints import get_text_config, resolve_snapshot, resolve_source
+from nlaprobe.config import StageParams
+from nlaprobe.documents import Document, pydoc_documents
+from nlaprobe.errors import ConfigError, show
 from nlaprobe.fixtures import (
     AR_TEMPLATE,
     AV_TEMPLATE,
@@ -38,6 +43,11 @@ from nlaprobe.fixtures import (
     save_family,
     text_config,
 )
+from nlaprobe.models.activations import Sampling, extract
+from nlaprobe.models.architecture import decoder_blocks, decoder_stack
+from nlaprobe.models.backends import DecodeSettings, get_backend
+from nlaprobe.models.generation import decode_rows, parse_condition
+from nlaprobe.models.loading import LoadedAV, load_causal_lm, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -53,38 +63,66 @@ SIZE_KEYS = (
 TRAIN_MAX_LENGTH = 256
 
 
-def demo_sizes(params: dict) -> TinySizes:
-    return TinySizes(**{k: int(params[k]) for k in SIZE_KEYS if params.get(k) is not None})
+@dataclass(frozen=True)
+class DemoParams(StageParams):
+    """The parameters of one demo build: the `demo` config section (only this style's real base
+    in `base_models`), the family's layer K and `held_out`, the absolute document index ranges
+    [start, stop) never used for training (nlaprobe.plan.demo_params), parsed by `from_json`
+    (nlaprobe.config.StageParams)."""
 
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    intermediate_size: int
+    num_heads: int
+    num_kv_heads: int
+    max_position_embeddings: int
+    seed: int
+    base_models: dict
+    train: dict  # the `demo.train` settings, defaults filled
+    layer: int
+    held_out: tuple[tuple[int, int], ...]
 
-def train_settings(params: dict):
-    from nlaprobe.train import TrainSettings
+    SECTION = "demo"
+    FIELDS: ClassVar[dict[str, str]] = {"layer": "families.*.layer"}
+    REQUIRED: ClassVar[tuple[str, ...]] = ("layer",)
+    FREE: ClassVar[tuple[str, ...]] = ("held_out",)
 
-    t = params.get("train", {})
-    return TrainSettings(
-        base_steps=int(t.get("base_steps", 300)),
-        av_steps=int(t.get("av_steps", 1500)),
-        ar_steps=int(t.get("ar_steps", 800)),
-        av_lr=float(t.get("av_lr", 2e-3)),
-        av_batch=int(t.get("av_batch", 32)),
-        ar_lr=float(t.get("ar_lr", 1e-3)),
-        quote_words=int(t.get("quote_words", 4)),
-        seed=int(params.get("seed", 0)),
-    )
+    @classmethod
+    def from_values(cls, values: dict, source: str) -> DemoParams:
+        held = values.get("held_out", [])
+        if not isinstance(held, list) or not all(
+            isinstance(r, list)
+            and len(r) == 2
+            and all(isinstance(i, int) and not isinstance(i, bool) for i in r)
+            for r in held
+        ):
+            raise ConfigError(
+                f"{source}: key 'held_out': expected a list of [start, stop] index pairs, "
+                f"got {show(held)}"
+            )
+        return cls(**{**values, "held_out": tuple((a, b) for a, b in held)})
+
+    def sizes(self) -> TinySizes:
+        return TinySizes(**{k: getattr(self, k) for k in SIZE_KEYS})
+
+    def train_settings(self) -> T.TrainSettings:
+        t = self.train
+        return T.TrainSettings(
+            base_steps=t["base_steps"],
+            av_steps=t["av_steps"],
+            ar_steps=t["ar_steps"],
+            av_lr=float(t["av_lr"]),
+            av_batch=t["av_batch"],
+            ar_lr=float(t["ar_lr"]),
+            quote_words=t["quote_words"],
+            seed=self.seed,
+        )
 
 
 def load_real_base(style: str, entry: dict, layer: int):
     """(tokenizer, model) of a real base checkpoint for a demo build, checked: a text-only
     causal LM deeper than `layer` whose tokenizer encodes the style's marker as one token."""
-    from nlaprobe.checkpoints import (
-        decoder_blocks,
-        get_text_config,
-        load_causal_lm,
-        load_tokenizer,
-        resolve_snapshot,
-        resolve_source,
-    )
-
     src = resolve_snapshot(resolve_source(entry, "base"))
     where = f"demo.base_models.{style} ({src.hub_id or src.name})"
     tokenizer = load_tokenizer(src)
@@ -114,8 +152,8 @@ def load_real_base(style: str, entry: dict, layer: int):
     return tokenizer, model.float()
 
 
-def training_documents(held_out: list[list[int]] | None) -> list[Document]:
-    """The built-in corpus minus the held-out absolute index ranges [start, stop)."""
+def training_documents(held_out) -> list[Document]:
+    """The built-in corpus minus the held-out absolute index ranges [start, stop) (pairs)."""
     docs = [
         Document(f"builtin:pydoc:topics:{i}", i, text, topic)
         for i, (topic, text) in enumerate(pydoc_documents())
@@ -145,33 +183,20 @@ def log_kernels() -> dict[str, str]:
     return in_use
 
 
-def build_demo(style: str, out: Path, params: dict) -> Path:
-    """Build and train one tiny family. `params`: the `demo` config section plus `layer` (K)
-    and `held_out` (document index ranges never used for training)."""
-    from nlaprobe import train as T
-    from nlaprobe.decode import (
-        DecodeSettings,
-        HFBackend,
-        decode_rows,
-        parse_condition,
-        prompt_token_embeds,
-    )
-    from nlaprobe.extract import ExtractParams, extract
-
-    if "layer" not in params:
-        raise ConfigError("build-demo --params: missing 'layer' (the family's K)")
-    layer = int(params["layer"])
+def build_demo(style: str, out: Path, params: DemoParams) -> Path:
+    """Build and train one tiny family."""
+    layer = params.layer
     log_kernels()
     # torch's default, stated: a lower precision lets float32 matmuls run in bfloat16 on CPUs
     # that have it (measured: other weights), so the models would depend on the CPU again
     torch.set_float32_matmul_precision("highest")
-    sizes = demo_sizes(params)
-    s = train_settings(params)
-    t = params.get("train", {})
+    sizes = params.sizes()
+    s = params.train_settings()
+    t = params.train
     T.seed_all(s.seed)
     started = time.time()
-    docs = training_documents(params.get("held_out"))
-    real = (params.get("base_models") or {}).get(style)
+    docs = training_documents(params.held_out)
+    real = params.base_models.get(style)
     if real:
         tokenizer, base = load_real_base(style, real, layer)
     else:
@@ -186,11 +211,11 @@ def build_demo(style: str, out: Path, params: dict) -> Path:
         base,
         tokenizer,
         docs,
-        ExtractParams(
+        Sampling(
             layers=(layer,),
             seed=s.seed,
-            positions_per_doc=int(t.get("positions_per_doc", 16)),
-            min_position=int(t.get("min_position", 8)),
+            positions_per_doc=t["positions_per_doc"],
+            min_position=t["min_position"],
             max_length=TRAIN_MAX_LENGTH,
             batch_size=16,
         ),
@@ -224,21 +249,21 @@ def build_demo(style: str, out: Path, params: dict) -> Path:
     head = torch.randn(d, d) / np.sqrt(d)
     if s.ar_steps:
         texts, gold = list(targets), vectors
-        if t.get("ar_mix", True) and s.av_steps:
-            n_mix = min(int(t.get("ar_mix_rows", 4096)), len(targets))
+        if t["ar_mix"] and s.av_steps:
+            n_mix = min(t["ar_mix_rows"], len(targets))
             mix = np.sort(np.random.default_rng(s.seed + 3).permutation(len(targets))[:n_mix])
             positions = rows.column("position").to_pylist()
-            written = decode_rows(
-                HFBackend(
-                    av,
-                    tokenizer,
-                    DecodeSettings(
-                        max_new_tokens=64,
-                        stop_token_ids=tuple(stops),
-                        pad_token_id=tokenizer.pad_token_id or 0,
-                    ),
+            engine = get_backend("hf")(
+                LoadedAV.in_memory(av, tokenizer, prompt, marker_pos, stops),
+                DecodeSettings(
+                    max_new_tokens=64,
+                    stop_token_ids=tuple(stops),
+                    pad_token_id=tokenizer.pad_token_id or 0,
                 ),
-                prompt_token_embeds(av, prompt),
+            )
+            written = decode_rows(
+                engine,
+                engine.prompt_embeds(),
                 marker_pos,
                 scale,
                 vectors[mix],

@@ -14,6 +14,11 @@ class ConfigError(NlaprobeError):
     """A config value is missing, unknown or of the wrong type (names the key)."""
 
 
+class DeviceError(ConfigError, ValueError):
+    """An unknown device name, or a CUDA device without a GPU (nlaprobe.models.device); also a
+    ValueError, as the pure numeric modules (nlaprobe.ridge) raise for a bad argument."""
+
+
 class SidecarError(NlaprobeError):
     """A checkpoint or dataset sidecar is missing a field or disagrees with the live model."""
 

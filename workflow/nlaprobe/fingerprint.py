@@ -17,7 +17,7 @@ Invariants:
   in the last two seconds is hashed but not cached (its timestamps may not yet tell a further
   write apart);
 - the built-in corpus digest is cached under the stat of its source (`pydoc_data.topics`) and
-  the SHA-256 of the code that selects the documents (nlaprobe/corpus.py);
+  the SHA-256 of the code that selects the documents (nlaprobe/documents.py);
 - no network, no model loading, no torch: planning the DAG stays cheap.
 """
 
@@ -167,14 +167,14 @@ _code_digest: dict[str, str] = {}
 
 
 def _corpus_code() -> str:
-    """SHA-256 of nlaprobe/corpus.py (which paragraphs become documents, in which order)."""
+    """SHA-256 of nlaprobe/documents.py (which paragraphs become documents, in which order)."""
     if "corpus" not in _code_digest:
-        _code_digest["corpus"] = sha256_file(Path(__file__).with_name("corpus.py"))
+        _code_digest["corpus"] = sha256_file(Path(__file__).with_name("documents.py"))
     return _code_digest["corpus"]
 
 
 def builtin_corpus_digest(name: str) -> str:
-    """SHA-256 of the documents of a built-in corpus (`pydoc`: `corpus.pydoc_documents()`, the
+    """SHA-256 of the documents of a built-in corpus (`pydoc`: `documents.pydoc_documents()`, the
     topics of the running Python's `pydoc_data`), as canonical JSON [[topic, text], ...]."""
     if name != "pydoc":
         raise ConfigError(f"corpus.dataset: unknown built-in corpus {show(name)}")
@@ -188,7 +188,7 @@ def builtin_corpus_digest(name: str) -> str:
     cache = _load(where_cache)
     digest = cache["corpora"].get(key)
     if not isinstance(digest, str):
-        from nlaprobe.corpus import pydoc_documents
+        from nlaprobe.documents import pydoc_documents
 
         blob = json.dumps(pydoc_documents(), ensure_ascii=False, separators=(",", ":"))
         digest = hashlib.sha256(blob.encode()).hexdigest()

@@ -350,7 +350,7 @@ def save_ar(
 ) -> None:
     """Write an AR in the release layout: config with K+1 layers, weights of the embeddings and
     blocks 0..K only (no final norm, no lm_head), bf16 `value_head.safetensors` {weight: [d, d]}."""
-    from nlaprobe.checkpoints import decoder_stack
+    from nlaprobe.models.architecture import decoder_stack
 
     out.mkdir(parents=True, exist_ok=True)
     cfg = ar_model.config
@@ -383,7 +383,7 @@ def save_ar(
 
 def mean_activation_norm(model, tokenizer, texts: Sequence[str], layer: int) -> float:
     """Mean L2 norm of block-`layer` outputs over the non-special tokens of a few texts."""
-    from nlaprobe.checkpoints import decoder_blocks
+    from nlaprobe.models.architecture import decoder_blocks
 
     captured: list[torch.Tensor] = []
     block = decoder_blocks(model)[layer]
@@ -410,7 +410,7 @@ def mean_activation_norm(model, tokenizer, texts: Sequence[str], layer: int) -> 
 def wrap_multimodal(style: str, base_text):
     """The Gemma-3 base shape around a trained text-only model: the same text weights inside
     `Gemma3ForConditionalGeneration` (tiny random vision tower)."""
-    from nlaprobe.checkpoints import decoder_stack
+    from nlaprobe.models.architecture import decoder_stack
 
     mm = causal_lm(style, gemma_multimodal_config(base_text.config)).eval()
     decoder_stack(mm).load_state_dict(decoder_stack(base_text).state_dict())

@@ -95,12 +95,12 @@ import torch
 from numpy.typing import ArrayLike
 
 from nlaprobe.metrics import row_norms
+from nlaprobe.models.device import resolve_device
 from nlaprobe.scaling import crossover, log_spaced_sizes  # noqa: F401  (the E8 API in one place)
 
 log = logging.getLogger(__name__)
 
 KERNELS = ("linear", "rbf")
-DEVICES = ("auto", "cpu", "cuda")
 SOLVERS = ("auto", "primal", "band", "eigh", "cholesky")
 DTYPES = ("float64", "float32")
 CROSSOVER_STATUSES = ("reached", "extrapolated", "never")
@@ -129,19 +129,6 @@ def _matrix(x: ArrayLike, name: str) -> np.ndarray:
         row, col = np.argwhere(bad)[0]
         raise ValueError(f"{name} row {row} has a non-finite value (NaN or inf) at column {col}")
     return a
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    name = str(device)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda" or name.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} requested but no CUDA GPU is available")
-        return torch.device(name)
-    raise ValueError(f"unknown device {name!r}; valid: {', '.join(DEVICES)}")
 
 
 def _alphas(alphas: ArrayLike) -> np.ndarray:
@@ -229,7 +216,7 @@ def kernel_matrix(
     am, bm = _matrix(a, "a"), _matrix(b, "b")
     if am.shape[1] != bm.shape[1]:
         raise ValueError(f"a and b must have the same width, got {am.shape[1]} and {bm.shape[1]}")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     at = _tensor(am, dev)
     bt = at if b is a else _tensor(bm, dev)
     return _numpy(_kernel_t(at, bt, kernel, g))
@@ -334,7 +321,7 @@ class RidgeFit:
             raise ValueError(
                 f"x must have width {self.x_train.shape[1]} (the training rows), got {xu.shape[1]}"
             )
-        dev = _resolve_device(device)
+        dev = resolve_device(device)
         if self.weight is not None:
             return _numpy(_tensor(xu, dev) @ _tensor(self.weight, dev))
         k = _kernel_t(
@@ -378,7 +365,7 @@ def alpha_path(
     if kv.shape[1] != n:
         raise ValueError(f"k_val must have {n} columns (one per training row), got {kv.shape[1]}")
     al = _alphas(alphas)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     out = _path_t(_tensor(kt, dev), _tensor(yt, dev), _tensor(kv, dev), _tensor(al, dev))
     return _numpy(out)
 
@@ -810,7 +797,7 @@ def fit_kernel_ridge(
     xu, yu = _pairs(x, y)
     al = _alphas(alphas)
     train, val = val_split(xu.shape[0], val_fraction, seed)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     return _fit_unit(xu, yu, spec, al, train, val, dev, solver, dtype, seed, f32_tol)
 
 
@@ -842,7 +829,7 @@ def fit_best(
     xu, yu = _pairs(x, y)
     al = _alphas(alphas)
     train, val = val_split(xu.shape[0], val_fraction, seed)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     return {
         s.name: _fit_unit(xu, yu, s, al, train, val, dev, solver, dtype, seed, f32_tol)
         for s in specs

@@ -35,7 +35,7 @@ import numpy as np
 from nlaprobe import constants as C
 from nlaprobe import metrics as M
 from nlaprobe import ridge as R
-from nlaprobe.config import validate_params
+from nlaprobe.config import StageParams
 from nlaprobe.errors import ConfigError, DataError, show
 from nlaprobe.io import (
     read_json,
@@ -45,12 +45,16 @@ from nlaprobe.io import (
     write_json,
     write_npz,
 )
+from nlaprobe.models.device import resolve_device
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class RidgeParams:
+class RidgeParams(StageParams):
+    """The parameters of one ridge job: the `ridge` section, the run's seed and the job's
+    provenance (nlaprobe.plan), parsed by `from_json` (nlaprobe.config.StageParams)."""
+
     kernels: tuple[str, ...]
     rbf_gammas: tuple[float, ...]
     alphas: tuple[float, ...]
@@ -58,8 +62,8 @@ class RidgeParams:
     seed: int
     provenance: dict
 
-    # each parameter follows the schema of its config key (the job passes the `ridge` section,
-    # the run's seed, the device and the provenance)
+    # each parameter follows the schema of its config key; `n_points`, `n_min` (which n the
+    # plan asks for) and `device` (the CLI's --device) are checked and not kept
     FIELDS: ClassVar[dict[str, str]] = {
         **{
             k: f"ridge.{k}"
@@ -68,27 +72,21 @@ class RidgeParams:
         "seed": "run.seed",
         "device": "run.device",
     }
+    FREE: ClassVar[tuple[str, ...]] = ("provenance",)
 
     @classmethod
-    def from_json(cls, raw: dict, source: str = "--params") -> RidgeParams:
-        p = validate_params(
-            raw,
-            cls.FIELDS,
-            source=source,
-            required=("kernels", "rbf_gammas", "alphas", "val_fraction", "seed"),
-            free=("provenance",),
-        )
-        provenance = p.get("provenance", {})
+    def from_values(cls, values: dict, source: str) -> RidgeParams:
+        provenance = values.get("provenance", {})
         if not isinstance(provenance, dict):
             raise ConfigError(
                 f"{source}: key 'provenance': expected an object, got {show(provenance)}"
             )
         return cls(
-            kernels=tuple(p["kernels"]),
-            rbf_gammas=tuple(float(g) for g in p["rbf_gammas"]),
-            alphas=tuple(float(a) for a in p["alphas"]),
-            val_fraction=float(p["val_fraction"]),
-            seed=p["seed"],
+            kernels=tuple(values["kernels"]),
+            rbf_gammas=tuple(float(g) for g in values["rbf_gammas"]),
+            alphas=tuple(float(a) for a in values["alphas"]),
+            val_fraction=float(values["val_fraction"]),
+            seed=values["seed"],
             provenance=provenance,
         )
 
@@ -160,7 +158,7 @@ def ridge_stage(
         )
     order = np.random.default_rng(params.seed).permutation(len(x))
     train = np.sort(order[: min(n, len(x))])
-    dev = _device(device)
+    dev = resolve_device(device)
     result: dict = {
         "n_requested": n,
         "n": len(train),
@@ -209,14 +207,6 @@ def ridge_stage(
         "ridge n=%d: %s", len(train), {k: v["eval_nmse_mean"] for k, v in result["kernels"].items()}
     )
     return result
-
-
-def _device(device: str) -> str:
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 # ----------------------------------------------------------------------------- aggregate

@@ -20,11 +20,25 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-import torch
+import pyarrow as pa
 from tqdm.auto import tqdm
 
-from nlaprobe.checkpoints import LoadedAR
-from nlaprobe.extract import forward_layers
+from nlaprobe import constants as C
+from nlaprobe.config import StageParams
+from nlaprobe.errors import ConfigError, DataError, show
+from nlaprobe.io import (
+    check_rows,
+    read_table,
+    table_meta,
+    vectors_from_column,
+    vectors_to_arrow,
+    with_meta,
+    write_table,
+)
+from nlaprobe.metrics import cos_rows, nmse_rows
+from nlaprobe.models.device import resolve_device
+from nlaprobe.models.forward import last_token_states
+from nlaprobe.models.loading import LoadedAR, load_ar
 from nlaprobe.spans import REDACTION_VARIANTS
 
 log = logging.getLogger(__name__)
@@ -39,7 +53,7 @@ def tokenize_ar(tokenizer, texts: Sequence[str]) -> list[list[int]]:
 
 
 def readout(
-    ar: LoadedAR, texts: Sequence[str], *, batch_size: int = 16, device="cpu", progress: bool = True
+    ar: LoadedAR, texts: Sequence[str], *, batch_size: int, device="cpu", progress: bool = True
 ) -> np.ndarray:
     """[len(texts), d] float32 predictions (unnormalised) of the AR for each filled template."""
     if not texts:
@@ -53,10 +67,7 @@ def readout(
     starts = range(0, len(order), batch_size)
     for start in tqdm(starts, desc="score", unit="batch", disable=not progress):
         chunk = order[start : start + batch_size]
-        batch = [ids[i] for i in chunk]
-        hidden = forward_layers(ar.model, batch, [layer], pad, device)[layer]
-        last = torch.tensor([len(b) - 1 for b in batch], device=hidden.device)
-        h = hidden[torch.arange(len(batch), device=hidden.device), last].float()
+        h = last_token_states(ar.model, [ids[i] for i in chunk], layer, pad, device)
         y = h @ head.T
         out[chunk] = y.cpu().numpy()
     return out
@@ -75,24 +86,16 @@ DECODE_COLUMNS = {
 
 
 @dataclass(frozen=True)
-class ScoreParams:
-    """The parameters of one score job, checked against the config schema (the AR reads in
-    batches of `decode.batch_size`)."""
+class ScoreParams(StageParams):
+    """The parameters of one score job (the AR reads in batches of `decode.batch_size`), parsed
+    by `from_json` (nlaprobe.config.StageParams)."""
 
-    batch_size: int = 16
+    batch_size: int
 
     FIELDS: ClassVar[dict[str, str]] = {"batch_size": "decode.batch_size"}
 
-    @classmethod
-    def from_json(cls, raw: dict, source: str = "--params") -> ScoreParams:
-        from nlaprobe.config import validate_params
-
-        return cls(**validate_params(raw, cls.FIELDS, source=source))
-
 
 def check_variant(variant: str) -> str:
-    from nlaprobe.errors import ConfigError, show
-
     if variant not in VARIANTS:
         raise ConfigError(
             f"variant {show(variant)} is not an AR-input variant; valid: {list(VARIANTS)}"
@@ -102,9 +105,6 @@ def check_variant(variant: str) -> str:
 
 def score_rows(pred: np.ndarray, gold: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row: predicted-vector norm, cos and nmse = mean_j (p_nrm − g_nrm)² = 2(1 − cos)."""
-    from nlaprobe.errors import DataError
-    from nlaprobe.metrics import cos_rows, nmse_rows
-
     try:
         return np.linalg.norm(pred, axis=1), cos_rows(pred, gold), nmse_rows(pred, gold)
     except ValueError as e:  # a zero or non-finite prediction or gold row
@@ -116,33 +116,15 @@ def score_shard(
     decodes: str,
     gold: str,
     out: str,
+    params: ScoreParams,
     *,
-    variant: str = "full",
-    batch_size: int = 16,
+    variant: str,
     device: str = "cpu",
     provenance: dict | None = None,
 ) -> dict:
     """The score stage on files: decode shard + the AR family's aligned activation shard ->
     score shard (atomic). Rows without an explanation are kept, marked, and not scored."""
-    import pyarrow as pa
-
-    from nlaprobe import constants as C
-    from nlaprobe.checkpoints import load_ar
-    from nlaprobe.decode import DECODE_META_KEY
-    from nlaprobe.errors import DataError
-    from nlaprobe.extract import resolve_device
-    from nlaprobe.io import (
-        check_rows,
-        read_table,
-        table_meta,
-        vectors_from_column,
-        vectors_to_arrow,
-        with_meta,
-        write_table,
-    )
-
     check_variant(variant)
-    ScoreParams.from_json({"batch_size": batch_size}, source="score parameters")
     device = resolve_device(device)
     dec = read_table(decodes, DECODE_COLUMNS)
     gold_table = read_table(gold, {C.COL_DOC_ID: "str", C.COL_VECTOR: "vector"})
@@ -167,7 +149,7 @@ def score_shard(
     pred = readout(
         ar,
         ar_texts(ar.meta.ar_template, [expl[i] for i in idx]),
-        batch_size=batch_size,
+        batch_size=params.batch_size,
         device=device,
     )
     n = len(rows)
@@ -210,7 +192,7 @@ def score_shard(
         "variant": variant,
         "ar": ar.source.describe(),
         "decodes": str(decodes),
-        "decode_condition": (table_meta(dec, DECODE_META_KEY) or {}).get("condition"),
+        "decode_condition": (table_meta(dec, C.DECODE_META_KEY) or {}).get("condition"),
         "gold": str(gold),
         "summary": summary,
         "provenance": provenance or {},

@@ -10,11 +10,13 @@ Recipe (measured on 2 CPU cores; see README "Embedded default"):
    quoted local phrase (the last words of the context), wrapped in <explanation> tags;
 4. AV: initialised from the base; next-token loss on the target only, with the marker row of the
    prompt embeddings replaced by v·injection_scale/‖v‖ exactly as at inference
-   (nlaprobe.decode.build_prompt_embeds);
+   (nlaprobe.models.forward.build_prompt_embeds);
 5. AR: the base's first K+1 blocks + a value head initialised by ridge regression on the frozen
    readout, then trained on nmse = 2(1 − cos) against the gold vectors.
 
-Invariants: deterministic for a seed on the CPU; training never sees the evaluation documents.
+Invariants: deterministic for a seed on the CPU; training never sees the evaluation documents;
+the AR's readout in training is the scoring stage's (nlaprobe.models.forward.last_token_states,
+with gradient). A library of the demo build (nlaprobe.demo), not a stage: it imports no stage.
 """
 
 from __future__ import annotations
@@ -32,8 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from nlaprobe import constants as C
-from nlaprobe.checkpoints import decoder_blocks
-from nlaprobe.decode import build_prompt_embeds
+from nlaprobe.models.forward import build_prompt_embeds, last_token_states
 
 log = logging.getLogger(__name__)
 
@@ -182,31 +183,8 @@ def train_av(
     return losses
 
 
-def _ar_batch(tokenizer, texts: Sequence[str]):
-    ids = [list(tokenizer(t, add_special_tokens=True)["input_ids"]) for t in texts]
-    length = max(len(x) for x in ids)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    input_ids = torch.full((len(ids), length), pad, dtype=torch.long)
-    mask = torch.zeros((len(ids), length), dtype=torch.long)
-    for b, x in enumerate(ids):
-        input_ids[b, : len(x)] = torch.tensor(x)
-        mask[b, : len(x)] = 1
-    last = torch.tensor([len(x) - 1 for x in ids])
-    return input_ids, mask, last
-
-
-def ar_hidden(stack, layer: int, input_ids, mask, last) -> torch.Tensor:
-    """Output of block `layer` at the last real token (with gradient when enabled)."""
-    captured = {}
-    handle = decoder_blocks(stack)[layer].register_forward_hook(
-        lambda _m, _i, out: captured.__setitem__("h", out[0] if isinstance(out, tuple) else out)
-    )
-    try:
-        stack(input_ids=input_ids, attention_mask=mask, use_cache=False)
-    finally:
-        handle.remove()
-    h = captured["h"]
-    return h[torch.arange(h.shape[0]), last].float()
+def _ar_ids(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    return [list(tokenizer(t, add_special_tokens=True)["input_ids"]) for t in texts]
 
 
 def _normed(x: torch.Tensor) -> torch.Tensor:
@@ -234,13 +212,15 @@ def train_ar(
     """Train the AR body (K+1 blocks) and value head on nmse against √d-normalised gold."""
     n = len(explanations)
     texts = [template.format(explanation=e) for e in explanations]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     gold_n = _normed(torch.as_tensor(gold, dtype=torch.float32))
     # value head init: ridge on the frozen readout
     feats = []
     stack.eval()
     with torch.no_grad():
         for start in range(0, n, 64):
-            feats.append(ar_hidden(stack, layer, *_ar_batch(tokenizer, texts[start : start + 64])))
+            batch = _ar_ids(tokenizer, texts[start : start + 64])
+            feats.append(last_token_states(stack, batch, layer, pad, "cpu"))
     head = torch.nn.Parameter(
         torch.as_tensor(ridge_head(torch.cat(feats).numpy(), gold_n.numpy(), alpha=10.0))
     )
@@ -252,7 +232,8 @@ def train_ar(
     losses = []
     for _ in tqdm(range(s.ar_steps), desc="train AR", unit="step"):
         idx = rng.choice(n, size=min(s.ar_batch, n), replace=False)
-        h = ar_hidden(stack, layer, *_ar_batch(tokenizer, [texts[i] for i in idx]))
+        batch = _ar_ids(tokenizer, [texts[i] for i in idx])
+        h = last_token_states(stack, batch, layer, pad, "cpu", grad=True)
         pred = _normed(h @ head.T)
         loss = ((pred - gold_n[idx]) ** 2).mean()
         losses.append(_step(opt, sched, loss, params))

@@ -1,6 +1,7 @@
-"""Pure parts of the decode stage (SPEC §4.6-§4.8): explanation extraction, leak counting, the
-banned-token set on the fixture tokenizers, conditions, per-sample seeds, the shared request
-builder and the engine-independent halves of the vLLM backend."""
+"""Pure parts of the models layer (nlaprobe.models; SPEC §4.6-§4.8): explanation extraction, leak
+counting, the banned-token set on the fixture tokenizers, conditions, per-sample seeds, the
+shared request builder (generation), prompt embeddings (forward), the device resolver and the
+engine-independent halves of the decode backends (backends)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from nlaprobe import decode as D
+from nlaprobe.constants import DOUBLE_QUOTES, SINGLE_QUOTES
+from nlaprobe.models import backends, forward, generation
 
 # SPEC §4.7 quote families, spelled by Unicode name so the test does not copy the module's string.
 DQ_NAMES = (
@@ -60,7 +62,7 @@ SQ = "".join(unicodedata.lookup(n) for n in SQ_NAMES)
     ],
 )
 def test_extract_explanation(text, expected):
-    assert D.extract_explanation(text) == expected
+    assert generation.extract_explanation(text) == expected
 
 
 @pytest.mark.parametrize(
@@ -76,29 +78,29 @@ def test_extract_explanation(text, expected):
     ],
 )
 def test_extract_explanation_tag_failure(text):
-    assert D.extract_explanation(text) is None
+    assert generation.extract_explanation(text) is None
 
 
 def test_count_leaks():
     text = "He said \u201chi\u201d and 'bye' \u00abok\u00bb \uff02"
-    assert D.count_leaks(text, DQ) == 5
-    assert D.count_leaks(text, SQ) == 2
-    assert D.count_leaks(text, DQ + SQ) == 7
-    assert D.count_leaks(text, "") == 0
-    assert D.count_leaks("plain text", DQ + SQ) == 0
-    assert D.count_leaks('""""', '"') == 4
+    assert generation.count_leaks(text, DQ) == 5
+    assert generation.count_leaks(text, SQ) == 2
+    assert generation.count_leaks(text, DQ + SQ) == 7
+    assert generation.count_leaks(text, "") == 0
+    assert generation.count_leaks("plain text", DQ + SQ) == 0
+    assert generation.count_leaks('""""', '"') == 4
 
 
 # ----------------------------------------------------------------------------- quote families
 
 
 def test_quote_families_match_spec():
-    assert D.DOUBLE_QUOTES == DQ
-    assert D.SINGLE_QUOTES == SQ
+    assert DOUBLE_QUOTES == DQ
+    assert SINGLE_QUOTES == SQ
     assert len(set(DQ)) == 8 and len(set(SQ)) == 6
-    assert D.BAN_SETS["ban_dq"] == DQ
-    assert set(D.BAN_SETS["ban_dq_sq"]) == set(DQ + SQ)
-    assert len(D.BAN_SETS["ban_dq_sq"]) == 14
+    assert generation.BAN_SETS["ban_dq"] == DQ
+    assert set(generation.BAN_SETS["ban_dq_sq"]) == set(DQ + SQ)
+    assert len(generation.BAN_SETS["ban_dq_sq"]) == 14
 
 
 # ----------------------------------------------------------------------------- banned token ids
@@ -150,7 +152,7 @@ def tokenizers(qwen_family, gemma_family):
 @pytest.mark.parametrize("chars", [DQ, SQ, DQ + SQ], ids=["dq", "sq", "dq_sq"])
 def test_banned_token_ids_brute_force(tokenizers, style, chars):
     tok = tokenizers[style]
-    got = D.banned_token_ids(tok, chars)
+    got = generation.banned_token_ids(tok, chars)
     expected = [i for i in range(len(tok)) if set(_piece_text(tok, style, i)) & set(chars)]
     assert got == expected
     assert got, "the fixture vocabularies contain quote tokens"
@@ -160,7 +162,7 @@ def test_banned_token_ids_brute_force(tokenizers, style, chars):
 @pytest.mark.parametrize("style", ["qwen", "gemma"])
 def test_banned_token_ids_known_tokens(tokenizers, style):
     tok = tokenizers[style]
-    banned = set(D.banned_token_ids(tok, DQ + SQ))
+    banned = set(generation.banned_token_ids(tok, DQ + SQ))
     n_single = 0
     for ch in DQ + SQ:
         enc = tok(ch, add_special_tokens=False)["input_ids"]
@@ -176,21 +178,21 @@ def test_banned_token_ids_known_tokens(tokenizers, style):
     assert len(the) == 1 and the[0] not in banned
     assert not banned & set(tok.all_special_ids)
     # a banned set of one family does not ban the other
-    only_sq = set(D.banned_token_ids(tok, SQ))
+    only_sq = set(generation.banned_token_ids(tok, SQ))
     apostrophe = tok("'", add_special_tokens=False)["input_ids"]
     quote = tok('"', add_special_tokens=False)["input_ids"]
     assert apostrophe[0] in only_sq and quote[0] not in only_sq
 
 
 def test_banned_token_ids_empty_set(tokenizers):
-    assert D.banned_token_ids(tokenizers["qwen"], "") == []
+    assert generation.banned_token_ids(tokenizers["qwen"], "") == []
 
 
 # ----------------------------------------------------------------------------- conditions
 
 
 def test_parse_condition_all_names():
-    g = D.parse_condition("greedy")
+    g = generation.parse_condition("greedy")
     assert (g.temperature, g.n_samples, g.banned_chars, g.layer, g.greedy) == (
         0.0,
         1,
@@ -199,14 +201,14 @@ def test_parse_condition_all_names():
         True,
     )
 
-    b = D.parse_condition("ban_dq")
+    b = generation.parse_condition("ban_dq")
     assert (b.temperature, b.n_samples, b.layer, b.greedy) == (0.0, 1, None, True)
     assert b.banned_chars == DQ
 
-    b2 = D.parse_condition("ban_dq_sq")
+    b2 = generation.parse_condition("ban_dq_sq")
     assert set(b2.banned_chars) == set(DQ + SQ) and b2.greedy and b2.n_samples == 1
 
-    s = D.parse_condition("sample_t1")
+    s = generation.parse_condition("sample_t1", n_samples=10, temperature=1.0)
     assert (s.temperature, s.n_samples, s.banned_chars, s.layer, s.greedy) == (
         1.0,
         10,
@@ -214,11 +216,11 @@ def test_parse_condition_all_names():
         None,
         False,
     )
-    s3 = D.parse_condition("sample_t1", n_samples=3, temperature=0.7)
+    s3 = generation.parse_condition("sample_t1", n_samples=3, temperature=0.7)
     assert (s3.temperature, s3.n_samples) == (0.7, 3)
 
     for k in (0, 3, 41):
-        layer = D.parse_condition(f"greedy_L{k}")
+        layer = generation.parse_condition(f"greedy_L{k}")
         assert (layer.layer, layer.temperature, layer.n_samples, layer.banned_chars) == (
             k,
             0.0,
@@ -228,7 +230,7 @@ def test_parse_condition_all_names():
         assert layer.name == f"greedy_L{k}"
 
     # n_samples only matters for sampling
-    assert D.parse_condition("greedy", n_samples=7).n_samples == 1
+    assert generation.parse_condition("greedy", n_samples=7).n_samples == 1
 
 
 @pytest.mark.parametrize(
@@ -237,7 +239,7 @@ def test_parse_condition_all_names():
 )
 def test_parse_condition_unknown(name):
     with pytest.raises(ValueError) as err:
-        D.parse_condition(name)
+        generation.parse_condition(name)
     msg = str(err.value)
     assert repr(name) in msg
     for valid in ("greedy", "ban_dq", "ban_dq_sq", "sample_t1", "greedy_L"):
@@ -247,18 +249,18 @@ def test_parse_condition_unknown(name):
 @pytest.mark.parametrize(("n", "t"), [(0, 1.0), (3, 0.0), (2, -1.0)])
 def test_parse_condition_bad_sampling(n, t):
     with pytest.raises(ValueError, match="sample_t1"):
-        D.parse_condition("sample_t1", n_samples=n, temperature=t)
+        generation.parse_condition("sample_t1", n_samples=n, temperature=t)
 
 
 # ----------------------------------------------------------------------------- seeds
 
 
 def test_sample_seed():
-    s = D.sample_seed(42, "builtin:pydoc:topics:3", 57, 0)
-    assert s == D.sample_seed(42, "builtin:pydoc:topics:3", 57, 0)
+    s = generation.sample_seed(42, "builtin:pydoc:topics:3", 57, 0)
+    assert s == generation.sample_seed(42, "builtin:pydoc:topics:3", 57, 0)
     assert isinstance(s, int)
     seeds = {
-        D.sample_seed(seed, f"c:s:{doc}", pos, k)
+        generation.sample_seed(seed, f"c:s:{doc}", pos, k)
         for seed in (0, 42)
         for doc in range(4)
         for pos in (50, 51, 90)
@@ -267,20 +269,33 @@ def test_sample_seed():
     assert len(seeds) == 2 * 4 * 3 * 10
     assert all(0 <= x < 2**63 for x in seeds)
     # each key changes the seed on its own
-    base = D.sample_seed(42, "a", 50, 0)
-    assert len({base, D.sample_seed(43, "a", 50, 0), D.sample_seed(42, "b", 50, 0)}) == 3
-    assert len({base, D.sample_seed(42, "a", 51, 0), D.sample_seed(42, "a", 50, 1)}) == 3
+    base = generation.sample_seed(42, "a", 50, 0)
+    assert (
+        len({base, generation.sample_seed(43, "a", 50, 0), generation.sample_seed(42, "b", 50, 0)})
+        == 3
+    )
+    assert (
+        len({base, generation.sample_seed(42, "a", 51, 0), generation.sample_seed(42, "a", 50, 1)})
+        == 3
+    )
     # usable as a torch seed
     torch.Generator().manual_seed(max(seeds))
 
 
 def test_build_requests():
-    cond = D.parse_condition("sample_t1", n_samples=3)
-    reqs = D.build_requests(["d:0", "d:1"], [50, 61], cond, seed=9)
+    cond = generation.parse_condition("sample_t1", n_samples=3, temperature=1.0)
+    reqs = generation.build_requests(["d:0", "d:1"], [50, 61], cond, seed=9)
     assert [(r.row, r.sample) for r in reqs] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
-    assert all(r.seed == D.sample_seed(9, r.doc_id, r.position, r.sample) for r in reqs)
+    assert all(r.seed == generation.sample_seed(9, r.doc_id, r.position, r.sample) for r in reqs)
     assert [r.position for r in reqs] == [50, 50, 50, 61, 61, 61]
-    assert len(D.build_requests(["d:0", "d:1"], [50, 61], D.parse_condition("greedy"), 9)) == 2
+    assert (
+        len(
+            generation.build_requests(
+                ["d:0", "d:1"], [50, 61], generation.parse_condition("greedy"), 9
+            )
+        )
+        == 2
+    )
 
 
 # ----------------------------------------------------------------------------- prompt embeddings
@@ -296,7 +311,7 @@ def test_build_prompt_embeds():
     )
     vecs[3] = 0.0
     vecs[4, 2] = np.nan
-    out = D.build_prompt_embeds(base, marker, vecs, scale)
+    out = forward.build_prompt_embeds(base, marker, vecs, scale)
 
     assert out.embeds.shape == (5, t, d) and out.embeds.dtype == torch.float32
     assert out.ok.tolist() == [True, True, True, False, False]
@@ -317,7 +332,9 @@ def test_build_prompt_embeds():
 
 def test_build_prompt_embeds_inf_row():
     base = torch.zeros(4, 3)
-    out = D.build_prompt_embeds(base, 1, np.array([[np.inf, 0, 0], [0, 2, 0]], np.float32), 5.0)
+    out = forward.build_prompt_embeds(
+        base, 1, np.array([[np.inf, 0, 0], [0, 2, 0]], np.float32), 5.0
+    )
     assert out.ok.tolist() == [False, True]
     assert "non-finite" in out.errors[0]
     assert out.embeds[1, 1].tolist() == [0.0, 5.0, 0.0]
@@ -327,28 +344,30 @@ def test_build_prompt_embeds_inf_row():
 @pytest.mark.parametrize("shape", [(2, 15), (2, 17), (16,), (1, 2, 16)])
 def test_build_prompt_embeds_wrong_width(shape):
     with pytest.raises(ValueError, match="16"):
-        D.build_prompt_embeds(torch.zeros(5, 16), 2, np.ones(shape, np.float32), 1.0)
+        forward.build_prompt_embeds(torch.zeros(5, 16), 2, np.ones(shape, np.float32), 1.0)
 
 
 # ----------------------------------------------------------------------------- backends
 
 
 def test_get_backend():
-    assert D.get_backend("hf") is D.HFBackend
-    assert D.get_backend("vllm") is D.VLLMBackend
+    assert backends.get_backend("hf") is backends.HFBackend
+    assert backends.get_backend("vllm") is backends.VLLMBackend
     with pytest.raises(ValueError) as err:
-        D.get_backend("nope")
+        backends.get_backend("nope")
     msg = str(err.value)
     assert "'nope'" in msg and "'hf'" in msg and "'vllm'" in msg
 
 
-def _request(sample: int = 0) -> D.Request:
-    return D.Request(0, "c:s:1", 55, sample, D.sample_seed(42, "c:s:1", 55, sample))
+def _request(sample: int = 0) -> generation.Request:
+    return generation.Request(
+        0, "c:s:1", 55, sample, generation.sample_seed(42, "c:s:1", 55, sample)
+    )
 
 
 def test_vllm_sampling_kwargs_greedy():
-    settings = D.DecodeSettings(max_new_tokens=37, stop_token_ids=(5, 9))
-    kw = D.vllm_sampling_kwargs(D.parse_condition("greedy"), _request(), settings)
+    settings = backends.DecodeSettings(max_new_tokens=37, stop_token_ids=(5, 9))
+    kw = backends.vllm_sampling_kwargs(generation.parse_condition("greedy"), _request(), settings)
     assert kw["temperature"] == 0.0 and kw["n"] == 1
     assert kw["max_tokens"] == 37
     assert "logit_bias" not in kw
@@ -364,12 +383,12 @@ def test_vllm_sampling_kwargs_greedy():
 
 
 def test_vllm_sampling_kwargs_sampling():
-    settings = D.DecodeSettings(max_new_tokens=200)
-    cond = D.parse_condition("sample_t1", n_samples=3)
-    kws = [D.vllm_sampling_kwargs(cond, _request(k), settings) for k in range(3)]
+    settings = backends.DecodeSettings(max_new_tokens=200)
+    cond = generation.parse_condition("sample_t1", n_samples=3, temperature=1.0)
+    kws = [backends.vllm_sampling_kwargs(cond, _request(k), settings) for k in range(3)]
     for k, kw in enumerate(kws):
         assert kw["temperature"] == 1.0 and kw["n"] == 1
-        assert kw["seed"] == D.sample_seed(42, "c:s:1", 55, k)
+        assert kw["seed"] == generation.sample_seed(42, "c:s:1", 55, k)
         assert kw["max_tokens"] == 200
         assert (kw["repetition_penalty"], kw["presence_penalty"], kw["frequency_penalty"]) == (
             1.0,
@@ -381,8 +400,10 @@ def test_vllm_sampling_kwargs_sampling():
 
 
 def test_vllm_sampling_kwargs_bans():
-    settings = D.DecodeSettings(max_new_tokens=5, banned_ids=(3, 17, 250))
-    kw = D.vllm_sampling_kwargs(D.parse_condition("ban_dq_sq"), _request(), settings)
+    settings = backends.DecodeSettings(max_new_tokens=5, banned_ids=(3, 17, 250))
+    kw = backends.vllm_sampling_kwargs(
+        generation.parse_condition("ban_dq_sq"), _request(), settings
+    )
     assert kw["logit_bias"] == {3: -1e9, 17: -1e9, 250: -1e9}
     assert all(type(k) is int for k in kw["logit_bias"])
     assert kw["temperature"] == 0.0 and kw["n"] == 1 and kw["max_tokens"] == 5
@@ -390,7 +411,7 @@ def test_vllm_sampling_kwargs_bans():
 
 def test_vllm_prompts():
     embeds = torch.randn(3, 6, 8)
-    prompts = D.vllm_prompts(embeds)
+    prompts = backends.vllm_prompts(embeds)
     assert len(prompts) == 3
     for i, p in enumerate(prompts):
         assert set(p) == {"prompt_embeds"}
@@ -409,17 +430,17 @@ class _Tok:
 
 def test_finish_generation():
     tok = _Tok()
-    g = D.finish_generation(tok, [5, 6, 100, 7], stop_token_ids=(100,))
+    g = backends.finish_generation(tok, [5, 6, 100, 7], stop_token_ids=(100,))
     assert (g.text, g.n_tokens, g.finish_reason) == ("<5><6>", 3, "stop")
-    g = D.finish_generation(tok, [5, 6, 7], stop_token_ids=(100,))
+    g = backends.finish_generation(tok, [5, 6, 7], stop_token_ids=(100,))
     assert (g.text, g.n_tokens, g.finish_reason) == ("<5><6><7>", 3, "length")
-    g = D.finish_generation(tok, (101, 5), stop_token_ids=(100, 101))
+    g = backends.finish_generation(tok, (101, 5), stop_token_ids=(100, 101))
     assert (g.text, g.n_tokens, g.finish_reason) == ("", 1, "stop")
-    assert D.finish_generation(tok, [], stop_token_ids=()).finish_reason == "length"
+    assert backends.finish_generation(tok, [], stop_token_ids=()).finish_reason == "length"
 
 
 def test_vllm_engine_kwargs_cpu_and_gpu():
-    kw, env = D.vllm_engine_kwargs("/av", "bfloat16", max_model_len=70, device="cpu", env={})
+    kw, env = backends.vllm_engine_kwargs("/av", "bfloat16", max_model_len=70, device="cpu", env={})
     assert kw == {
         "model": "/av",
         "enable_prompt_embeds": True,
@@ -428,19 +449,19 @@ def test_vllm_engine_kwargs_cpu_and_gpu():
         "generation_config": "vllm",
         "enforce_eager": True,
         "enable_chunked_prefill": False,
-        "max_num_batched_tokens": D.VLLM_CPU_BATCHED_TOKENS,
-        "kv_cache_memory_bytes": D.VLLM_CPU_KV_CACHE_BYTES,
+        "max_num_batched_tokens": backends.VLLM_CPU_BATCHED_TOKENS,
+        "kv_cache_memory_bytes": backends.VLLM_CPU_KV_CACHE_BYTES,
     }
     assert env == {}
     # a context longer than the step budget is still prefilled whole
-    kw, _ = D.vllm_engine_kwargs("/av", "float32", max_model_len=9000, device="cpu", env={})
+    kw, _ = backends.vllm_engine_kwargs("/av", "float32", max_model_len=9000, device="cpu", env={})
     assert kw["max_num_batched_tokens"] == 9000
     # VLLM_CPU_KVCACHE_SPACE (GiB) left to vLLM when the user sets it
-    kw, _ = D.vllm_engine_kwargs(
+    kw, _ = backends.vllm_engine_kwargs(
         "/av", "float32", max_model_len=70, device="cpu", env={"VLLM_CPU_KVCACHE_SPACE": "4"}
     )
     assert "kv_cache_memory_bytes" not in kw
-    kw, env = D.vllm_engine_kwargs(
+    kw, env = backends.vllm_engine_kwargs(
         "/av", "float32", max_model_len=70, device="cuda", env={}, gpu_memory_utilization=0.5
     )
     assert not {"enforce_eager", "kv_cache_memory_bytes", "enable_chunked_prefill"} & set(kw)
@@ -448,10 +469,10 @@ def test_vllm_engine_kwargs_cpu_and_gpu():
 
 
 def test_vllm_engine_kwargs_many_bans_take_the_v1_runner():
-    n = D.VLLM_V2_MAX_LOGIT_BIAS
+    n = backends.VLLM_V2_MAX_LOGIT_BIAS
 
     def env_of(device, n_banned, env):
-        return D.vllm_engine_kwargs(
+        return backends.vllm_engine_kwargs(
             "/a", "float32", max_model_len=8, device=device, n_banned=n_banned, env=env
         )[1]
 
@@ -461,8 +482,21 @@ def test_vllm_engine_kwargs_many_bans_take_the_v1_runner():
     assert env_of("cpu", n + 1, {}) == {}  # the CPU build runs the V1 runner anyway
 
 
+def _av(folder, dtype: str, n_prompt: int = 55):
+    """A stand-in LoadedAV: a checkpoint folder with (empty) safetensors weights, the stand-in
+    tokenizer, `n_prompt` prompt ids and the checkpoint's dtype."""
+    folder.mkdir(exist_ok=True)
+    (folder / "model.safetensors").write_bytes(b"")
+    return types.SimpleNamespace(
+        directory=folder,
+        tokenizer=_Tok(),
+        prompt_ids=list(range(n_prompt)),
+        source=types.SimpleNamespace(dtype=getattr(torch, dtype)),
+    )
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_vllm_backend_with_a_stub_engine(monkeypatch, dtype):
+def test_vllm_backend_with_a_stub_engine(monkeypatch, tmp_path, dtype):
     """VLLMBackend's own logic (engine arguments, one engine per checkpoint and arguments,
     embeddings-only prompts in the engine's dtype, per-request sampling parameters, ids cut and
     detokenised by finish_generation) against a stand-in `vllm` module."""
@@ -494,31 +528,31 @@ def test_vllm_backend_with_a_stub_engine(monkeypatch, dtype):
     fake = types.ModuleType("vllm")
     fake.LLM, fake.SamplingParams = FakeLLM, FakeSamplingParams
     monkeypatch.setitem(sys.modules, "vllm", fake)
-    monkeypatch.setattr(D, "_ENGINES", {})
+    monkeypatch.setattr(backends, "_ENGINES", {})
     monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
 
-    settings = D.DecodeSettings(max_new_tokens=9, stop_token_ids=(2,), banned_ids=(4, 7))
-    engine = D.get_backend("vllm")("/ckpt/av", _Tok(), settings, dtype=dtype, max_model_len=64)
+    settings = backends.DecodeSettings(max_new_tokens=9, stop_token_ids=(2,), banned_ids=(4, 7))
+    av = _av(tmp_path / "av", dtype)
+    # the context: the 55 prompt ids and the 9 new tokens
+    engine = backends.get_backend("vllm")(av, settings)
     assert calls["init"] == [
         {
-            "model": "/ckpt/av",
+            "model": str(tmp_path / "av"),
             "enable_prompt_embeds": True,
             "dtype": dtype,
             "max_model_len": 64,
             "generation_config": "vllm",
             "enforce_eager": True,
             "enable_chunked_prefill": False,
-            "max_num_batched_tokens": D.VLLM_CPU_BATCHED_TOKENS,
-            "kv_cache_memory_bytes": D.VLLM_CPU_KV_CACHE_BYTES,
+            "max_num_batched_tokens": backends.VLLM_CPU_BATCHED_TOKENS,
+            "kv_cache_memory_bytes": backends.VLLM_CPU_KV_CACHE_BYTES,
         }
     ]
     # another backend on the same checkpoint (another condition) reuses the engine
-    other = D.get_backend("vllm")(
-        "/ckpt/av", _Tok(), D.DecodeSettings(), dtype=dtype, max_model_len=64
-    )
+    other = backends.get_backend("vllm")(av, backends.DecodeSettings(max_new_tokens=9))
     assert other.llm is engine.llm and len(calls["init"]) == 1
-    cond = D.parse_condition("sample_t1", n_samples=2)
-    requests = D.build_requests(["c:s:0"], [50], cond, seed=3)
+    cond = generation.parse_condition("sample_t1", n_samples=2, temperature=1.0)
+    requests = generation.build_requests(["c:s:0"], [50], cond, seed=3)
     embeds = torch.randn(2, 5, 8)
     gens = engine.generate(embeds, requests, cond)
 
@@ -529,7 +563,7 @@ def test_vllm_backend_with_a_stub_engine(monkeypatch, dtype):
         assert p["prompt_embeds"].shape == (5, 8) and p["prompt_embeds"].is_contiguous()
         torch.testing.assert_close(p["prompt_embeds"].float(), embeds[i], rtol=1e-2, atol=1e-2)
     assert [sp.kwargs for sp in calls["params"]] == [
-        D.vllm_sampling_kwargs(cond, r, settings) for r in requests
+        backends.vllm_sampling_kwargs(cond, r, settings) for r in requests
     ]
     assert [(g.text, g.n_tokens, g.finish_reason) for g in gens] == [
         ("<5><2>", 2, "stop"),  # the stand-in tokenizer's ids < 100 are not special
@@ -538,7 +572,7 @@ def test_vllm_backend_with_a_stub_engine(monkeypatch, dtype):
     assert engine.schedules_itself
 
 
-def test_vllm_engine_cache_follows_the_runner(monkeypatch):
+def test_vllm_engine_cache_follows_the_runner(monkeypatch, tmp_path):
     """On a GPU, an AV decoded with more bans than Model Runner V2 takes gets an engine started
     with the V1 runner; engines built after that (the variable stays set) are V1 engines too."""
     inits = []
@@ -550,13 +584,15 @@ def test_vllm_engine_cache_follows_the_runner(monkeypatch):
     fake = types.ModuleType("vllm")
     fake.LLM = FakeLLM
     monkeypatch.setitem(sys.modules, "vllm", fake)
-    monkeypatch.setattr(D, "_ENGINES", {})
+    monkeypatch.setattr(backends, "_ENGINES", {})
     monkeypatch.delenv("VLLM_USE_V2_MODEL_RUNNER", raising=False)
-    many = tuple(range(D.VLLM_V2_MAX_LOGIT_BIAS + 1))
+    many = tuple(range(backends.VLLM_V2_MAX_LOGIT_BIAS + 1))
+
+    av = _av(tmp_path / "av", "bfloat16")
 
     def backend(banned):
-        settings = D.DecodeSettings(banned_ids=banned)
-        return D.VLLMBackend("/av", _Tok(), settings, dtype="bfloat16", device="cuda")
+        settings = backends.DecodeSettings(max_new_tokens=8, banned_ids=banned)
+        return backends.VLLMBackend(av, settings, device="cuda")
 
     a = backend(())
     b = backend(many)
@@ -565,29 +601,51 @@ def test_vllm_engine_cache_follows_the_runner(monkeypatch):
     assert a.llm is not b.llm and c.llm is b.llm
 
 
-def test_tensor_parallel_needs_vllm_and_is_checked_like_the_config(tmp_path):
+def test_the_hf_backend_refuses_tensor_parallel():
+    """A tensor-parallel HF decode is refused by the backend itself, whoever builds it (the
+    decode stage refuses it earlier, with its parameters: tests/unit/test_params.py)."""
     from nlaprobe.errors import ConfigError
 
-    p = D.DecodeParams.from_json({"backend": "vllm", "tensor_parallel_size": 4})
-    assert p.tensor_parallel_size == 4
-    with pytest.raises(ConfigError, match=r"tensor_parallel_size"):
-        D.DecodeParams.from_json({"tensor_parallel_size": 0})
-    # refused before any file is read (the paths do not exist)
     with pytest.raises(ConfigError, match=r"tensor_parallel_size 2 needs decode.backend vllm"):
-        D.decode_shard(
-            None,
-            str(tmp_path / "missing.parquet"),
-            str(tmp_path / "out.parquet"),
-            D.parse_condition("greedy"),
-            seed=1,
-            backend="hf",
+        backends.get_backend("hf")(
+            types.SimpleNamespace(model=None, tokenizer=None, prompt_ids=[]),
+            backends.DecodeSettings(max_new_tokens=1),
             tensor_parallel_size=2,
         )
-    assert not (tmp_path / "out.parquet").exists()
 
 
 def test_vllm_engine_gets_the_tensor_parallel_size():
-    kw, _env = D.vllm_engine_kwargs(
+    kw, _env = backends.vllm_engine_kwargs(
         "/m", "bfloat16", max_model_len=300, device="cuda", tensor_parallel_size=4
     )
     assert kw["tensor_parallel_size"] == 4 and kw["model"] == "/m"
+
+
+def test_one_device_resolver():
+    from nlaprobe.errors import ConfigError
+    from nlaprobe.models.device import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # a user-facing error (the CLI's one line) that is also a ValueError (nlaprobe.ridge's contract)
+    for bad in ("tpu", "mps"):
+        with pytest.raises(ConfigError, match=rf"unknown device '{bad}'; valid: auto, cpu, cuda"):
+            resolve_device(bad)
+        with pytest.raises(ValueError):
+            resolve_device(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match=r"device 'cuda:1' requested but no CUDA GPU"):
+            resolve_device("cuda:1")
+
+
+def test_every_backend_takes_one_signature():
+    """The decode stage builds any registered backend as `cls(av, settings, device=...,
+    tensor_parallel_size=...)`; each says whether it needs the AV's live model and gives the
+    base prompt embeddings itself."""
+    import inspect
+
+    for name, cls in backends.BACKENDS.items():
+        params = inspect.signature(cls.__init__).parameters
+        assert list(params) == ["self", "av", "settings", "device", "tensor_parallel_size"], name
+        assert isinstance(cls.needs_model, bool) and callable(cls.prompt_embeds), name
