@@ -4,6 +4,7 @@ tests/unit/test_layering.py)."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
