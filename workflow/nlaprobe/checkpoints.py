@@ -191,7 +191,7 @@ def parse_sidecar(meta: dict, where: str) -> NlaMeta:
     if critic.get("extraction_layer_index") is not None:
         layer = _index(critic["extraction_layer_index"], "critic.extraction_layer_index")
     elif critic.get("num_hidden_layers") is not None:
-        # Older sidecars store the number of kept blocks (K+1); see README "Decisions".
+        # Older sidecars store the number of kept blocks (K+1); see docs/conventions.md, Decisions.
         kept = _index(critic["num_hidden_layers"], "critic.num_hidden_layers")
         if kept < 1:
             raise SidecarError(

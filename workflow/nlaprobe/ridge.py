@@ -55,7 +55,7 @@ Solvers (t: the selection's n_t training rows, v: its m validation rows, A alpha
   ||K||), LU with a warning.
 - Cost model of "auto" (choose_solver), in Cholesky factorisations of K_tt (n_t^3 / 3 flops):
   band costs BAND_COST (its reduction, ~2 n_t^3 flops of GEMMs, and the products by Q; measured
-  4.8-6.5 at n_t = 3,200 with MKL on 1 thread, README Benchmarks; its per-alpha O(n_t b^2) is
+  4.8-6.5 at n_t = 3,200 with MKL on 1 thread, docs/measurements.md; its per-alpha O(n_t b^2) is
   neglected), cholesky A + (n / n_t)^3 (the refit on all n). "primal" whenever the kernel is
   linear and d < n_t; otherwise band when A + (n / n_t)^3 > BAND_COST, so from 4 alphas on at
   val_fraction 0.2. An eigendecomposition costs 11-36 Cholesky factorisations on the same
@@ -251,7 +251,7 @@ class KernelSpec:
 # factor) in Cholesky factorisations of the same matrix: torch 2.13 with MKL, float64, 1 thread,
 # on this project's CPU machine (measured 4.8-6.5 at n = 3,200 over three runs, 7.0 at 1,200; an
 # eigendecomposition, 11-36 as the machine's load varies; printed by
-# benchmarks/ridge_alpha_path.py, README Benchmarks).
+# benchmarks/ridge_alpha_path.py, docs/measurements.md "Benchmarks").
 BAND_COST = 5.0
 # Half-bandwidth of the band reduction: rows per Householder panel (GEMMs of this width).
 BAND_WIDTH = 128

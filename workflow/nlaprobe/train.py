@@ -3,7 +3,7 @@
 inputs -> outputs: a tiny family folder (nlaprobe.fixtures layout, random weights) + training
 documents -> the same folder with a pretrained base LM, an SFT-trained AV and AR.
 
-Recipe (measured on 2 CPU cores; see README "Embedded default"):
+Recipe (measured on 2 CPU cores; see README.md "Measured on the embedded default"):
 1. base LM: next-token pretraining on the training documents (random windows);
 2. rows: stage-0 activations of the trained base at layer K on the training documents;
 3. targets: synthetic explanations describing each row's context: the document's topic and a
