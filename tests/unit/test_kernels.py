@@ -3,7 +3,7 @@
 import numpy  # noqa: F401  (loaded, as in any process that already computed something)
 import pytest
 
-from nlaprobe.kernels import PINNED, PORTABLE_ENV, pin_portable_kernels, unpinned
+from nlaprobe.kernels import PINNED, PORTABLE_ENV, cpu_vendor, pin_portable_kernels, unpinned
 
 
 def test_pin_sets_every_variable_over_the_environment_and_returns_what_it_replaced():
@@ -40,3 +40,9 @@ def test_unpinned_names_what_differs_and_skips_what_cannot_be_read():
         "mkl": "OFF",
         "openblas": "SkylakeX",
     }
+
+
+def test_cpu_vendor_reads_the_first_vendor_line():
+    text = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n\nvendor_id\t: Other\n"
+    assert cpu_vendor(text) == "AuthenticAMD"
+    assert cpu_vendor("processor\t: 0\n") == ""

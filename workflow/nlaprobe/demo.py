@@ -10,7 +10,8 @@ pretrained one (`load_real_base`).
 
 Invariants: deterministic for the same parameters and Python version on the CPU, and through
 `nlaprobe build-demo` (which pins the portable kernels of nlaprobe.kernels) the same weights on
-every Intel x86-64 CPU with AVX2 for the same wheels and thread count; the training
+every Intel x86-64 CPU with AVX2 for the same wheels and thread count (on other vendors' CPUs
+MKL keeps its own branch: the same weights on the same CPU model); the training
 never sees the held-out (evaluation) documents; the folder appears at its final name only when
 complete (built under a temporary name, then renamed).
 """
@@ -166,15 +167,18 @@ def log_kernels() -> dict[str, str]:
     """Log the CPU kernels this build runs (nlaprobe.kernels) and warn when they are not the
     portable ones: `nlaprobe build-demo` pins them; a build called in a process that did not
     (or on a CPU without AVX2) is reproducible on this machine kind only."""
-    from nlaprobe.kernels import kernels_in_use, unpinned
+    from nlaprobe.kernels import cpu_vendor, kernels_in_use, unpinned
 
     in_use = kernels_in_use()
     off = unpinned(in_use)
     if off:
+        vendor = cpu_vendor()
         log.warning(
-            "CPU kernels not the portable ones (%s): this build may differ on another CPU; "
-            "`nlaprobe build-demo` pins them",
+            "CPU kernels not the portable ones (%s): this build may differ on another CPU; %s",
             ", ".join(f"{k} {v or '-'}" for k, v in off.items()),
+            f"MKL honours its AVX2 branch on Intel CPUs only (this CPU: {vendor})"
+            if "mkl" in off and vendor not in ("", "GenuineIntel")
+            else "`nlaprobe build-demo` pins them",
         )
     else:
         log.info(

@@ -16,9 +16,10 @@ Invariants: a variable takes effect only if it is set before its library loads, 
 environment says (a user's own `ATEN_CPU_CAPABILITY` included), so the build depends neither on
 the CPU nor on the shell. The pinned levels need AVX2 and FMA (every x86-64 server CPU since 2013
 to 2015); on a CPU without them a library falls back to its own choice, and `unpinned` names it.
-MKL documents its AVX2 branch as reproducible across Intel CPUs; on other vendors' CPUs it may
-take its automatic branch (oneMKL developer guide, "Getting Started with Conditional Numerical
-Reproducibility"): not measured here (no such CPU).
+MKL documents its AVX2 branch as reproducible across Intel CPUs; on other vendors' CPUs it takes
+its automatic branch (oneMKL developer guide, "Getting Started with Conditional Numerical
+Reproducibility"; measured on an AMD EPYC: `mkl_cbwr_get` reads AUTO under MKL_CBWR=AVX2,STRICT),
+so there the build is reproducible on that CPU model only, and `unpinned` names MKL's branch.
 """
 
 from __future__ import annotations
@@ -70,6 +71,21 @@ PINNED = {
     "openblas": "Haswell",
     "numpy_above_avx2": "",
 }
+
+
+def cpu_vendor(cpuinfo: str | None = None) -> str:
+    """The CPU's vendor string as Linux reports it (`GenuineIntel`, `AuthenticAMD`, ...), from
+    /proc/cpuinfo (or the text `cpuinfo`); "" when it cannot be read."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return ""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "vendor_id":
+            return value.strip()
+    return ""
 
 
 def pin_portable_kernels(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
