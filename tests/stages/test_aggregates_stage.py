@@ -4,13 +4,12 @@ score and gold shards: exit codes, the results JSON, and clean errors that leave
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from stage_files import nlaprobe
 
 from nlaprobe.io import DIGEST_KEY, read_json, vectors_to_arrow, write_table
 from nlaprobe.plan import to_json
@@ -18,12 +17,6 @@ from nlaprobe.plan import to_json
 FAMILIES = ("qwen", "gemma")
 WIDTH = {"qwen": 6, "gemma": 4}
 N = 6  # rows per shard, 2 per document
-
-
-def nlaprobe(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "nlaprobe", *args], capture_output=True, text=True, timeout=120
-    )
 
 
 def write_cell(root: Path, av: str, ar: str, seed: int, all_fail: bool) -> dict:
@@ -211,3 +204,17 @@ def test_aggregate_cli_refuses_a_record_of_another_aggregate(spec, tmp_path):
     assert proc.returncode == 2
     assert "transfer_matrix-<tag>.json" in proc.stderr and "Traceback" not in proc.stderr
     assert not record.exists() and not out.exists()
+
+
+# ----------------------------------------------------------------------------- aggregate CLI
+
+
+def test_aggregate_cli_unknown_name_lists_the_valid_ones(tmp_path):
+    out = tmp_path / "results" / "no_such.json"
+    proc = nlaprobe("aggregate", "no_such", "--config", "{}", "--out", str(out))
+    assert proc.returncode == 2
+    assert "unknown aggregate 'no_such'" in proc.stderr
+    for name in ("fve_baseline", "transfer_matrix", "ridge_scaling"):
+        assert f"'{name}'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists() and not out.parent.exists()
