@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from checkpoint_folders import write_checkpoint
 
 from nlaprobe.config import load_config, read_config_file, validate_config
 from nlaprobe.errors import ConfigError
@@ -957,31 +958,6 @@ def test_a_plan_of_tricky_names_has_one_path_per_direction_and_cell():
 
 # ----------------------------------------------------------------------------- retrain in place
 
-CHECKPOINT_FILES = {
-    "config.json": b'{"model_type": "qwen2"}',
-    "tokenizer.json": b'{"version": "1.0"}',
-    "nla_meta.yaml": b"kind: nla_model\n",
-    "model.safetensors": b"weights-0",
-}
-
-
-def write_checkpoint(folder: Path, **files: bytes) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, data in {**CHECKPOINT_FILES, **files}.items():
-        (folder / name).write_bytes(data)
-    return folder
-
-
-@pytest.fixture
-def fingerprints(tmp_path, monkeypatch):
-    """A fresh fingerprint cache file for the test (and no process-wide memory of others)."""
-    from nlaprobe import fingerprint
-
-    cache = tmp_path / "cache" / "fingerprints.json"
-    monkeypatch.setenv(fingerprint.CACHE_ENV, str(cache))
-    monkeypatch.setattr(fingerprint, "_caches", {})
-    return cache
-
 
 @pytest.fixture
 def local_paper(tmp_path, fingerprints, monkeypatch):
@@ -1041,61 +1017,6 @@ def test_what_a_load_does_not_read_moves_nothing(tmp_path, local_paper):
         assert changed(before, local_paper()) == {"checkpoint/qwen/ar", "ar/qwen"}, name
         (folder / name).unlink()
     assert changed(before, local_paper()) == set()
-
-
-def test_remote_code_is_content_only_for_an_entry_that_trusts_it(tmp_path, fingerprints):
-    from nlaprobe.fingerprint import checkpoint_fingerprint
-
-    folder = write_checkpoint(tmp_path / "ckpt")
-    plain = checkpoint_fingerprint(str(folder), where="k")
-    trusted = checkpoint_fingerprint(str(folder), where="k", remote_code=True)
-    (folder / "modeling_x.py").write_text("code")
-    assert checkpoint_fingerprint(str(folder), where="k") == plain
-    assert checkpoint_fingerprint(str(folder), where="k", remote_code=True) != trusted
-
-
-def test_same_bytes_give_the_same_fingerprint_anywhere(tmp_path, fingerprints):
-    from nlaprobe.fingerprint import checkpoint_fingerprint
-
-    a = checkpoint_fingerprint(str(write_checkpoint(tmp_path / "a")), where="k")
-    b = checkpoint_fingerprint(str(write_checkpoint(tmp_path / "elsewhere" / "b")), where="k")
-    assert a == b and a["files"] == len(CHECKPOINT_FILES) and len(a["sha256"]) == 64
-
-
-def test_the_cache_hashes_only_files_whose_size_or_times_changed(
-    tmp_path, fingerprints, monkeypatch
-):
-    from nlaprobe import fingerprint
-
-    folder = write_checkpoint(tmp_path / "ckpt")
-    hashed = []
-    real = fingerprint.sha256_file
-    monkeypatch.setattr(fingerprint, "sha256_file", lambda p: hashed.append(p.name) or real(p))
-    monkeypatch.setattr(fingerprint, "RACY_SECONDS", -1.0)  # the files are seconds old
-
-    first = fingerprint.checkpoint_fingerprint(str(folder), where="k")
-    assert sorted(hashed) == sorted(CHECKPOINT_FILES) and fingerprints.exists()
-    hashed.clear()
-    monkeypatch.setattr(fingerprint, "_caches", {})  # a new process: read from the file
-    assert fingerprint.checkpoint_fingerprint(str(folder), where="k") == first
-    assert hashed == []
-    (folder / "model.safetensors").write_bytes(b"weights-2")
-    assert fingerprint.checkpoint_fingerprint(str(folder), where="k") != first
-    assert hashed == ["model.safetensors"]
-
-
-def test_a_just_written_file_is_hashed_until_its_timestamps_settle(
-    tmp_path, fingerprints, monkeypatch
-):
-    from nlaprobe import fingerprint
-
-    folder = write_checkpoint(tmp_path / "ckpt")
-    hashed = []
-    real = fingerprint.sha256_file
-    monkeypatch.setattr(fingerprint, "sha256_file", lambda p: hashed.append(p.name) or real(p))
-    fingerprint.checkpoint_fingerprint(str(folder), where="k")
-    fingerprint.checkpoint_fingerprint(str(folder), where="k")
-    assert len(hashed) == 2 * len(CHECKPOINT_FILES)  # seconds old: never trusted to the cache
 
 
 def test_a_missing_or_empty_checkpoint_folder_names_the_key(tmp_path, local_paper):
