@@ -15,7 +15,6 @@ from nlaprobe import corpus as C
 from nlaprobe import documents
 from nlaprobe.constants import COL_DOC_ID, COL_DOC_IDX, COL_TEXT, COL_TOPIC
 from nlaprobe.errors import ConfigError, DataError
-from nlaprobe.io import write_table
 
 N_DOCS = 30
 
@@ -296,19 +295,6 @@ def test_failed_build_writes_nothing(hf_folder, cache_dir, tmp_path, over, shard
     assert not out.exists()
     if out_dir.exists():
         assert list(out_dir.iterdir()) == []
-
-
-def test_read_corpus_shard_rejects_corrupt_and_incomplete(tmp_path):
-    bad = tmp_path / "shard-00000.parquet"
-    bad.write_bytes(b"garbage")
-    with pytest.raises(DataError, match=r"shard-00000\.parquet"):
-        documents.read_corpus_shard(bad)
-    partial = tmp_path / "shard-00001.parquet"
-    write_table(partial, pa.table({COL_DOC_ID: ["x:y:0"], COL_TEXT: ["hello"]}))
-    with pytest.raises(DataError, match=r"shard-00001\.parquet.*doc_idx"):
-        documents.read_corpus_shard(partial)
-    with pytest.raises(DataError, match="not found"):
-        documents.read_corpus_shard(tmp_path / "missing.parquet")
 
 
 # --- hf source by hub id, offline, from the hub cache -----------------------------------------

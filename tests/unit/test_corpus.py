@@ -112,18 +112,6 @@ def test_doc_id_format_matches_spec_example():
 # --- built-in pydoc corpus ----------------------------------------------------------------------
 
 
-def test_pydoc_corpus_is_large_and_prose():
-    docs = documents.pydoc_documents()
-    assert len(docs) >= 300
-    texts = [t for _, t in docs]
-    assert len(set(texts)) == len(texts)  # no duplicated sections
-    for _topic, text in docs:
-        assert len(text.split()) >= documents.PYDOC_MIN_WORDS
-        assert "::=" not in text and ">>>" not in text
-        assert text == " ".join(text.split())  # whitespace normalised
-    assert len({topic for topic, _ in docs}) >= 20
-
-
 def test_pydoc_documents_deterministic_and_mixed():
     c = cfg()
     a = C.load_documents(c, 0, 50)
