@@ -92,6 +92,18 @@ HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 @pytest.fixture
+def fingerprints(tmp_path, monkeypatch):
+    """A fresh fingerprint cache file for the test (and no process-wide memory of others): for
+    test_fingerprint.py and the plan's "retrain in place" tests in test_plan.py."""
+    from nlaprobe import fingerprint
+
+    cache = tmp_path / "cache" / "fingerprints.json"
+    monkeypatch.setenv(fingerprint.CACHE_ENV, str(cache))
+    monkeypatch.setattr(fingerprint, "_caches", {})
+    return cache
+
+
+@pytest.fixture
 def offline_hub(tmp_path, monkeypatch):
     """A function (repo, files, commit) that puts `files` into an HF hub cache as snapshot
     `commit` of `repo` (refs/main -> commit), and the cache in use, offline.

@@ -218,3 +218,12 @@ def test_test_module_names_are_unique():
     """pytest's prepend import mode (no __init__.py in tests/) needs unique basenames."""
     names = [p.name for p in TESTS.rglob("test_*.py")]
     assert sorted({n for n in names if names.count(n) > 1}) == []
+
+
+def test_there_is_one_conftest():
+    """tests/conftest.py is the only conftest: a second module named `conftest` (prepend import
+    mode) comes first on sys.path in the processes the vLLM tests spawn and shadows the root
+    one, whose family builders they unpickle by module name."""
+    assert sorted(p.relative_to(TESTS).as_posix() for p in TESTS.rglob("conftest.py")) == [
+        "conftest.py"
+    ]
