@@ -18,6 +18,17 @@ META_KEYS = frozenset(
         "created_at",
     }
 )
+# SPEC §1: the aggregates of E1-E8 (results/<name>.json), in the order of the experiment number
+E1_E8 = (
+    "fve_baseline",
+    "quote_ablation",
+    "verbatim",
+    "redaction",
+    "best_of_n",
+    "layers",
+    "transfer_matrix",
+    "ridge_scaling",
+)
 # one cell of results/transfer_matrix.json
 CELL_KEYS = frozenset(
     {"av", "ar", "route", "fve_own", "null_fve_own", "n", "n_rows", "tag_failures"}

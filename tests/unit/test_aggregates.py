@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from contract import E1_E8
 from matplotlib.figure import Figure as MplFigure
 from snakemake_jobs import REPO, job_shell, parsed_workflow
 
@@ -32,16 +33,7 @@ from nlaprobe.report import figures as RF
 from nlaprobe.report import html as RH
 
 PKG = REPO / "workflow" / "nlaprobe"
-BUILTIN = (
-    "fve_baseline",
-    "quote_ablation",
-    "verbatim",
-    "redaction",
-    "best_of_n",
-    "layers",
-    "transfer_matrix",
-    "ridge_scaling",
-)
+BUILTIN = E1_E8
 
 
 @pytest.fixture(scope="module")

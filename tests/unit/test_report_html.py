@@ -8,6 +8,7 @@ import html
 import re
 
 import pytest
+from contract import E1_E8
 from report_shapes import (
     IMG,
     PNG_MAGIC,
@@ -234,16 +235,7 @@ def test_html_escapes_data_strings():
 # ----------------------------------------------------------------------------- published figures
 
 PUB_HEADERS = ["figure", "this run [95% CI]", "published", "source", "verdict"]
-PUB_SECTIONS = (
-    "fve_baseline",
-    "quote_ablation",
-    "verbatim",
-    "redaction",
-    "best_of_n",
-    "layers",
-    "transfer_matrix",
-    "ridge_scaling",
-)
+PUB_SECTIONS = E1_E8
 
 
 def pub_table(sec: str) -> list[list[str]]:
