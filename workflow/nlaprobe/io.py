@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from nlaprobe import constants as C
 from nlaprobe.errors import CorruptFileError, DataError, show
 
 
@@ -537,6 +538,17 @@ def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> str:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
         return sha256_of_file(tmp)
+
+
+def read_vectors(paths: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """The primary-layer vectors and doc ids of activation shards (stage-0 schema), concatenated
+    in order."""
+    vecs, docs = [], []
+    for p in paths:
+        t = read_table(p, {C.COL_DOC_ID: "str", C.COL_VECTOR: "vector"})
+        vecs.append(vectors_from_column(t, C.COL_VECTOR, where=str(p)))
+        docs += t.column(C.COL_DOC_ID).to_pylist()
+    return np.concatenate(vecs), docs
 
 
 def read_npz_array(path: str | os.PathLike, name: str, sha256: str | None = None) -> np.ndarray:

@@ -1,5 +1,5 @@
-"""E8 on files: kernel ridge fits between two families' aligned vectors, and the n-scaling
-aggregate with the crossover against the text route (SPEC §6 E8).
+"""E8 on files: kernel ridge fits between two families' aligned vectors (SPEC §6 E8); the
+n-scaling aggregate that reads them is nlaprobe.aggregates.ridge_scaling.
 
 inputs -> outputs
 - ridge_stage: the ridge-split and eval-split activation shards of a source and a destination
@@ -8,8 +8,6 @@ inputs -> outputs
   arithmetic, and for float32 fits the float64 check) and `.npz` (per kernel: the
   eval predictions, the dual coefficients, the training row indices; the linear kernel's primal
   weights W [d_src, d_dst]). No pickled objects.
-- ridge_scaling: every direction's fits + the destination family's eval gold + the transfer
-  matrix (text route: AV src -> AR dst, fve_own) -> `results/ridge_scaling.json`.
 
 Invariants:
 - pairs are rows of the same (doc_id, position) in both families (checked by doc_id); vectors
@@ -32,19 +30,11 @@ from typing import ClassVar
 
 import numpy as np
 
-from nlaprobe import constants as C
 from nlaprobe import metrics as M
 from nlaprobe import ridge as R
 from nlaprobe.config import StageParams
 from nlaprobe.errors import ConfigError, DataError, show
-from nlaprobe.io import (
-    read_json,
-    read_npz_array,
-    read_table,
-    vectors_from_column,
-    write_json,
-    write_npz,
-)
+from nlaprobe.io import read_vectors, write_json, write_npz
 from nlaprobe.models.device import resolve_device
 
 log = logging.getLogger(__name__)
@@ -101,16 +91,6 @@ class RidgeParams(StageParams):
             else:
                 raise ConfigError(f"ridge.kernels: unknown kernel {k!r}; valid: linear, rbf")
         return out
-
-
-def read_vectors(paths: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-    """The primary-layer vectors and doc ids of activation shards, concatenated in order."""
-    vecs, docs = [], []
-    for p in paths:
-        t = read_table(p, {C.COL_DOC_ID: "str", C.COL_VECTOR: "vector"})
-        vecs.append(vectors_from_column(t, C.COL_VECTOR, where=str(p)))
-        docs += t.column(C.COL_DOC_ID).to_pylist()
-    return np.concatenate(vecs), docs
 
 
 def read_pairs(src: Sequence[str], dst: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -207,65 +187,3 @@ def ridge_stage(
         "ridge n=%d: %s", len(train), {k: v["eval_nmse_mean"] for k, v in result["kernels"].items()}
     )
     return result
-
-
-# ----------------------------------------------------------------------------- aggregate
-
-
-def ridge_scaling(spec: dict) -> dict:
-    """E8: ridge fve_own vs n per direction and kernel, and the crossover with the text route."""
-    m = spec["metrics"]
-    text = read_json(spec["text_route"])["data"] if spec.get("directions") else {}
-    out: dict = {"kernels": spec["settings"]["kernels"], "directions": {}}
-    for key, d in spec["directions"].items():
-        gold, docs = read_vectors(d["gold"])
-        route = (text.get("cells", {}).get(f"{d['src']}__{d['dst']}") or {}).get("fve_own") or {}
-        target = route.get("value")
-        kernels: dict = {}
-        for name in spec["settings"]["kernels"]:
-            curve = []
-            for run in d["runs"]:
-                meta = read_json(run["json"])
-                k = meta["kernels"][name]
-                pred = read_npz_array(run["npz"], f"{name}_eval_pred", meta.get("npz_sha256"))
-                if len(pred) != len(gold):
-                    raise DataError(
-                        f"{run['npz']}: {len(pred)} eval predictions, gold has {len(gold)}"
-                    )
-                s = M.summarize(
-                    pred,
-                    gold,
-                    groups=docs,
-                    n_boot=m["n_boot"],
-                    seed=m["null_seed"],
-                    alpha=m["alpha"],
-                )
-                curve.append(
-                    {
-                        "n": meta["n"],
-                        "n_requested": meta["n_requested"],
-                        "alpha": k["alpha"],
-                        "gamma": k["gamma"],
-                        "fve_own": s["fve_own"],
-                        "nmse_mean": s["nmse_mean"],
-                        "cos_mean": s["cos_mean"],
-                        "var_own": s["var_own"],
-                    }
-                )
-            # requested sizes above the pairs that exist collapse onto one fit: keep one point per n
-            curve = list({p["n"]: p for p in curve}.values())
-            kernels[name] = {
-                "curve": curve,
-                "crossover": R.crossover(
-                    [p["n"] for p in curve], [p["fve_own"]["value"] for p in curve], target
-                )
-                if target is not None and len(curve) >= 1
-                else None,
-            }
-        out["directions"][key] = {
-            "src": d["src"],
-            "dst": d["dst"],
-            "text_route": {"fve_own": target, "lo": route.get("lo"), "hi": route.get("hi")},
-            "kernels": kernels,
-        }
-    return out
