@@ -7,6 +7,16 @@ from __future__ import annotations
 from checkpoint_folders import CHECKPOINT_FILES, write_checkpoint
 
 
+def hashed_names(monkeypatch) -> list[str]:
+    """The names of the files fingerprint hashes from now on, in order (it still hashes them)."""
+    from nlaprobe import fingerprint
+
+    hashed: list[str] = []
+    real = fingerprint.sha256_file
+    monkeypatch.setattr(fingerprint, "sha256_file", lambda p: hashed.append(p.name) or real(p))
+    return hashed
+
+
 def test_remote_code_is_content_only_for_an_entry_that_trusts_it(tmp_path, fingerprints):
     from nlaprobe.fingerprint import checkpoint_fingerprint
 
@@ -32,9 +42,7 @@ def test_the_cache_hashes_only_files_whose_size_or_times_changed(
     from nlaprobe import fingerprint
 
     folder = write_checkpoint(tmp_path / "ckpt")
-    hashed = []
-    real = fingerprint.sha256_file
-    monkeypatch.setattr(fingerprint, "sha256_file", lambda p: hashed.append(p.name) or real(p))
+    hashed = hashed_names(monkeypatch)
     monkeypatch.setattr(fingerprint, "RACY_SECONDS", -1.0)  # the files are seconds old
 
     first = fingerprint.checkpoint_fingerprint(str(folder), where="k")
@@ -54,9 +62,7 @@ def test_a_just_written_file_is_hashed_until_its_timestamps_settle(
     from nlaprobe import fingerprint
 
     folder = write_checkpoint(tmp_path / "ckpt")
-    hashed = []
-    real = fingerprint.sha256_file
-    monkeypatch.setattr(fingerprint, "sha256_file", lambda p: hashed.append(p.name) or real(p))
+    hashed = hashed_names(monkeypatch)
     fingerprint.checkpoint_fingerprint(str(folder), where="k")
     fingerprint.checkpoint_fingerprint(str(folder), where="k")
     assert len(hashed) == 2 * len(CHECKPOINT_FILES)  # seconds old: never trusted to the cache
