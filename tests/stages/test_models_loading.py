@@ -159,3 +159,12 @@ def test_bad_entries(tmp_path):
     with pytest.raises(CheckpointError, match="demo_root"):
         resolve_source({"demo": "qwen"}, "av")
     assert resolve_source({"demo": "qwen"}, "ar", demo_root=tmp_path).name == str(tmp_path / "ar")
+
+
+def test_a_folder_of_the_other_role_is_refused_naming_its_sidecar(qwen_family):
+    from nlaprobe.errors import SidecarError
+
+    with pytest.raises(SidecarError, match=r"nla_meta\.yaml: role is 'ar'; expected an AV"):
+        load_av(src(qwen_family / "ar"))
+    with pytest.raises(SidecarError, match=r"nla_meta\.yaml: role is 'av'; expected an AR"):
+        load_ar(src(qwen_family / "av"))

@@ -130,17 +130,25 @@ class LoadedAR:
     source: Source  # as loaded: hub ids resolved to their snapshot and commit
 
 
-def load_av(
-    src: Source, device: str | torch.device = "cpu", *, load_model: bool = True
-) -> LoadedAV:
+def _open(src: Source, role: str, expected: str):
+    """What loading either role starts with: the snapshot the source resolves to, its local
+    folder, its sidecar (which must be of `role`), tokenizer and model config, checked against
+    each other. Returns (src, directory, meta, tokenizer, config)."""
     src = resolve_snapshot(src)
     directory = local_dir(src)
     meta = read_sidecar(directory)
-    if meta.role != "av":
-        raise SidecarError(f"{meta.path}: role is {meta.role!r}; expected an AV ('av' or 'actor')")
+    if meta.role != role:
+        raise SidecarError(f"{meta.path}: role is {meta.role!r}; expected {expected}")
     tokenizer = load_tokenizer(src)
     config = load_config(src)
     check_model_config(meta, config)
+    return src, directory, meta, tokenizer, config
+
+
+def load_av(
+    src: Source, device: str | torch.device = "cpu", *, load_model: bool = True
+) -> LoadedAV:
+    src, directory, meta, tokenizer, config = _open(src, "av", "an AV ('av' or 'actor')")
     ids, pos = check_av_tokenizer(meta, tokenizer)
     stops = stop_token_ids(directory, config, tokenizer)
     model = load_causal_lm(src, device) if load_model else None
@@ -153,14 +161,7 @@ def load_ar(src: Source, device: str | torch.device = "cpu") -> LoadedAR:
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
-    src = resolve_snapshot(src)
-    directory = local_dir(src)
-    meta = read_sidecar(directory)
-    if meta.role != "ar":
-        raise SidecarError(f"{meta.path}: role is {meta.role!r}; expected an AR ('ar' or 'critic')")
-    tokenizer = load_tokenizer(src)
-    config = load_config(src)
-    check_model_config(meta, config)
+    src, directory, meta, tokenizer, config = _open(src, "ar", "an AR ('ar' or 'critic')")
     check_ar_tokenizer(meta, tokenizer)
     head = load_value_head(directory, meta.d_model)
     # The release drops the final norm (and has no lm_head): a "newly initialized" warning for
